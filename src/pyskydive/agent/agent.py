@@ -1,0 +1,92 @@
+"""Composition root of the agent: graph, host node, topology probes, API, analyzer links."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from pyskydive.agent.forwarder import Forwarder
+from pyskydive.api.app import ServiceContext, build_app
+from pyskydive.api.broadcast import Broadcaster
+from pyskydive.api.server import HTTPServer
+from pyskydive.config import Config
+from pyskydive.errors import ProbeError
+from pyskydive.graph import Graph
+from pyskydive.probes.topology.host import add_host_node
+from pyskydive.probes.topology.netlink import NetlinkProbe
+from pyskydive.probes.topology.netns import NetnsProbe
+from pyskydive.probes.topology.registry import ROOT_NS, TopologyContext
+
+__all__ = ["Agent", "run_agent"]
+
+log = logging.getLogger(__name__)
+
+#: Probes this version implements; the config accepts names of later ones too.
+AVAILABLE_PROBES = ("netlink", "netns")
+
+
+@dataclass(eq=False)
+class Agent:
+    config: Config
+    graph: Graph
+    topology: TopologyContext
+    forwarder: Forwarder
+    server: HTTPServer
+
+
+@contextlib.asynccontextmanager
+async def run_agent(config: Config, *, serve_api: bool = True) -> AsyncIterator[Agent]:
+    """Build and start an agent; everything stops when the block exits."""
+    host_id = config.host_id
+    origin = f"agent.{host_id}"
+    graph = Graph(host=host_id)
+    host = add_host_node(graph, host_id, origin, dict(config.agent.metadata))
+    ctx = TopologyContext(graph=graph, origin=origin, host=host)
+    ctx.namespaces[ROOT_NS] = "/proc/self/ns/net"
+    probes = list(config.agent.topology.probes)
+    for name in probes:
+        if name not in AVAILABLE_PROBES:
+            log.warning("probe %r is not available in this version, skipped", name)
+    metrics = float(config.agent.topology.netlink.metrics_update)
+    broadcaster = Broadcaster(graph)
+    forwarder = Forwarder(graph, host_id, [str(a) for a in config.analyzers])
+    app = build_app(
+        ServiceContext(
+            service="agent",
+            host_id=host_id,
+            graph=graph,
+            broadcaster=broadcaster,
+            extra_status=lambda: {"Analyzers": forwarder.status()},
+        )
+    )
+    server = HTTPServer(app, config.agent.listen.host, config.agent.listen.port, name="agent")
+    async with contextlib.AsyncExitStack() as stack:
+        if "netlink" in probes:
+            root = NetlinkProbe(ctx, host, metrics_update=metrics)
+            try:
+                await root.start()
+            except OSError as exc:
+                raise ProbeError(f"netlink probe cannot start: {exc}") from exc
+            stack.push_async_callback(root.stop, remove_nodes=False)
+        if "netns" in probes:
+            netns = NetnsProbe(ctx, config.agent.topology.netns.run_path, metrics_update=metrics)
+            try:
+                await netns.start()
+            except OSError as exc:
+                raise ProbeError(
+                    f"netns probe cannot watch {config.agent.topology.netns.run_path}: {exc}"
+                ) from exc
+            stack.push_async_callback(netns.stop)
+        if serve_api:
+            await stack.enter_async_context(server)
+        await stack.enter_async_context(forwarder)
+        log.info(
+            "agent %s started: %d nodes, %d edges, analyzers %s",
+            host_id,
+            len(graph.nodes),
+            len(graph.edges),
+            ", ".join(str(a) for a in config.analyzers) or "none",
+        )
+        yield Agent(config, graph, ctx, forwarder, server)

@@ -1,0 +1,95 @@
+"""The HTTP + WebSocket application served by both the analyzer and the agent.
+
+Composition only: :func:`build_app` takes the pieces a process already built (its graph, its
+broadcaster, the analyzer's hub when there is one) and returns a Starlette app with the routes
+of DESIGN.md §2.2/§2.3 that exist so far.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+
+from pyskydive import __version__
+from pyskydive.analyzer.hub import Hub
+from pyskydive.api.broadcast import Broadcaster
+from pyskydive.api.ws import agent_endpoint, subscriber_endpoint
+from pyskydive.graph import Graph
+from pyskydive.graph.messages import encode
+
+__all__ = ["ServiceContext", "build_app"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class ServiceContext:
+    """What the API needs of the process that serves it."""
+
+    service: str  # "analyzer" or "agent"
+    host_id: str
+    graph: Graph
+    broadcaster: Broadcaster
+    hub: Hub | None = None
+    extra_status: Callable[[], dict[str, Any]] | None = None
+
+
+class _JSON(Response):
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return encode(content).encode()
+
+
+def build_app(ctx: ServiceContext) -> Starlette:
+    async def api_root(request: Request) -> Response:
+        return _JSON({"Host": ctx.host_id, "Version": __version__, "Service": ctx.service})
+
+    async def topology(request: Request) -> Response:
+        return _JSON(ctx.graph.to_wire())
+
+    async def status(request: Request) -> Response:
+        body: dict[str, Any] = {
+            "Host": ctx.host_id,
+            "Service": ctx.service,
+            "Version": __version__,
+            "Nodes": len(ctx.graph.nodes),
+            "Edges": len(ctx.graph.edges),
+            "Subscribers": {f"{s.remote}": s.status() for s in ctx.broadcaster.subscribers},
+        }
+        if ctx.hub is not None:
+            body["Agents"] = {h: s.status() for h, s in ctx.hub.agents.items()}
+        if ctx.extra_status is not None:
+            body.update(ctx.extra_status())
+        return _JSON(body)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"Error": f"no route {request.url.path}"}, status_code=404)
+
+    async def subscriber(ws: Any) -> None:
+        await subscriber_endpoint(ws, ctx.graph, ctx.broadcaster)
+
+    routes: list[Any] = [
+        Route("/api", api_root, methods=["GET"]),
+        Route("/api/", api_root, methods=["GET"]),
+        Route("/api/topology", topology, methods=["GET"]),
+        Route("/api/status", status, methods=["GET"]),
+        WebSocketRoute("/ws/subscriber", subscriber),
+        WebSocketRoute("/ws/graph", subscriber),
+        WebSocketRoute("/ws", subscriber),
+    ]
+    hub = ctx.hub
+    if hub is not None:
+
+        async def agent(ws: Any) -> None:
+            await agent_endpoint(ws, hub)
+
+        routes.append(WebSocketRoute("/ws/agent/topology", agent))
+    return Starlette(routes=routes, exception_handlers={404: not_found})

@@ -1,0 +1,101 @@
+"""Run an ASGI app with uvicorn inside our own event loop, as an async context manager.
+
+The process owns signal handling (SIGINT/SIGTERM end the whole service cleanly), so uvicorn's
+own signal capture is turned off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Generator
+from types import TracebackType
+from typing import Any
+
+import uvicorn
+
+from pyskydive.errors import SkydiveError
+
+__all__ = ["HTTPServer"]
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+class HTTPServer:
+    """``async with HTTPServer(app, host, port, name=...)`` serves until the block exits."""
+
+    def __init__(self, app: Any, host: str, port: int, *, name: str) -> None:
+        self.name = name
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            ws="websockets-sansio",
+            ws_per_message_deflate=False,
+            ws_ping_interval=5.0,
+            ws_ping_timeout=10.0,
+            ws_max_size=256 * 1024 * 1024,
+            lifespan="off",
+            timeout_graceful_shutdown=2,
+        )
+        self._server = _Server(config)
+        self._task: asyncio.Task[None] | None = None
+        self.address: tuple[str, int] = (host, port)
+
+    def _bind(self) -> socket.socket:
+        host, port = self.address
+        try:
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+            family, _, _, _, sockaddr = infos[0]
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(sockaddr)
+                sock.listen(512)
+            except OSError:
+                sock.close()
+                raise
+        except OSError as exc:
+            raise SkydiveError(
+                f"{self.name}: cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from exc
+        sock.setblocking(False)
+        return sock
+
+    async def __aenter__(self) -> HTTPServer:
+        sock = self._bind()
+        self.address = sock.getsockname()[:2]
+        self._task = asyncio.create_task(
+            self._server.serve(sockets=[sock]), name=f"http:{self.name}"
+        )
+        while not self._server.started:
+            if self._task.done():
+                exc = self._task.exception()
+                reason = str(exc) if exc else "server exited during start-up"
+                raise SkydiveError(
+                    f"{self.name}: cannot listen on {self.address[0]}:{self.address[1]}: {reason}"
+                )
+            await asyncio.sleep(0.01)
+        log.info("%s listening on %s:%d", self.name, self.address[0], self.address[1])
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._server.should_exit = True
+        if self._task is not None:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task

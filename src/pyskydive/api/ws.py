@@ -1,0 +1,135 @@
+"""WebSocket endpoints: the graph stream for subscribers, and the agents' topology link.
+
+Handshake options come as headers or as the same names in lower case in the query string
+(browsers cannot set headers): ``X-Host-ID``, ``X-Client-Type``, ``X-Persistence-Policy``,
+``X-Update-Policy``. A bad message is answered with an ``Error`` message carrying the reason;
+the connection, the graph and the other clients carry on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from pyskydive.analyzer.hub import AgentConflict, AgentSession, Hub
+from pyskydive.api.broadcast import Broadcaster, Subscriber
+from pyskydive.errors import MessageError
+from pyskydive.graph import Graph, now_ms
+from pyskydive.graph import messages as wire
+
+__all__ = ["agent_endpoint", "handshake_option", "subscriber_endpoint"]
+
+log = logging.getLogger(__name__)
+
+
+def handshake_option(ws: WebSocket, name: str, default: str = "") -> str:
+    value = ws.headers.get(name)
+    if value is None:
+        value = ws.query_params.get(name.lower())
+    return default if value is None else value
+
+
+def _remote(ws: WebSocket) -> str:
+    client = ws.client
+    return f"{client.host}:{client.port}" if client else "unknown"
+
+
+def _error(reason: str, of_type: str | None = None, uuid: str | None = None) -> str:
+    obj = {"Error": reason}
+    if of_type:
+        obj["Type"] = of_type
+    return wire.encode(wire.envelope("Error", obj, uuid=uuid, status=400))
+
+
+async def _pump(ws: WebSocket, sub: Subscriber) -> None:
+    while True:
+        text = await sub.queue.get()
+        if text is None:
+            await ws.close(code=1013, reason="subscriber too slow")
+            return
+        await ws.send_text(text)
+
+
+async def subscriber_endpoint(ws: WebSocket, graph: Graph, broadcaster: Broadcaster) -> None:
+    """``/ws/subscriber``: SyncRequest → SyncReply, then every graph event, in order."""
+    await ws.accept()
+    partial = handshake_option(ws, "X-Update-Policy", "full").lower() == "partial"
+    sub = Subscriber(
+        _remote(ws),
+        partial=partial,
+        client_type=handshake_option(ws, "X-Client-Type", "unknown"),
+        connected_at=now_ms(),
+    )
+    broadcaster.add(sub)
+    pump = asyncio.create_task(_pump(ws, sub))
+    try:
+        while True:
+            text = await ws.receive_text()
+            try:
+                msg = wire.parse(text)
+                if msg.namespace != wire.GRAPH_NS or msg.type != wire.SYNC_REQUEST:
+                    raise MessageError(
+                        f"unexpected message {msg.namespace}/{msg.type} (a subscriber may "
+                        "send Graph/SyncRequest)"
+                    )
+                if msg.obj is not None and not isinstance(msg.obj, dict):
+                    raise MessageError("SyncRequest Obj must be an object")
+            except MessageError as exc:
+                sub.push(_error(str(exc), uuid=None))
+                continue
+            reply = wire.envelope(wire.SYNC_REPLY, graph.to_wire(), uuid=msg.uuid, status=200)
+            sub.push(wire.encode(reply))
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        broadcaster.discard(sub)
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pump
+
+
+async def agent_endpoint(ws: WebSocket, hub: Hub) -> None:
+    """``/ws/agent/topology``: an agent's Sync and incremental messages, merged by origin."""
+    host_id = handshake_option(ws, "X-Host-ID")
+    if not host_id:
+        await ws.send_denial_response(
+            JSONResponse({"Error": "X-Host-ID header is required"}, status_code=400)
+        )
+        return
+    policy = handshake_option(ws, "X-Persistence-Policy", "DeleteOnDisconnect")
+    session = AgentSession(
+        host_id=host_id,
+        remote=_remote(ws),
+        client_type=handshake_option(ws, "X-Client-Type", "skydive-agent"),
+        connected_at=now_ms(),
+        delete_on_disconnect=policy != "Persistent",
+    )
+    try:
+        hub.register(session)
+    except AgentConflict as exc:
+        log.warning("refused agent from %s: %s", session.remote, exc)
+        await ws.send_denial_response(JSONResponse({"Error": str(exc)}, status_code=409))
+        return
+    try:
+        await ws.accept()
+        while True:
+            text = await ws.receive_text()
+            msg: wire.Message | None = None
+            try:
+                msg = wire.parse(text)
+                hub.apply(session, msg)
+            except MessageError as exc:
+                session.errors += 1
+                if session.errors <= 10 or session.errors % 1000 == 0:
+                    log.warning("agent %s: bad message: %s", host_id, exc)
+                await ws.send_text(
+                    _error(str(exc), msg.type if msg else None, msg.uuid if msg else None)
+                )
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        hub.unregister(session)

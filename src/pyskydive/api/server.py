@@ -23,6 +23,17 @@ __all__ = ["HTTPServer"]
 log = logging.getLogger(__name__)
 
 
+class _DenialNoise(logging.Filter):
+    """uvicorn's sans-I/O WebSocket protocol logs an error after a deliberate HTTP denial
+    (``send_denial_response``, our 400/409 to agents); the client got its answer, so drop it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "without completing handshake" not in record.getMessage()
+
+
+_DENIAL_NOISE = _DenialNoise()
+
+
 class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
@@ -34,6 +45,7 @@ class HTTPServer:
 
     def __init__(self, app: Any, host: str, port: int, *, name: str) -> None:
         self.name = name
+        logging.getLogger("uvicorn.error").addFilter(_DENIAL_NOISE)  # a set: added once
         config = uvicorn.Config(
             app,
             host=host,

@@ -58,17 +58,18 @@ def _setup_logging(level: str) -> None:
 
 
 async def _serve(command: str, config: Config) -> None:
-    from pyskydive.agent.agent import run_agent
-    from pyskydive.analyzer.analyzer import run_analyzer
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with contextlib.AsyncExitStack() as stack:
         if command in ("analyzer", "allinone"):
+            from pyskydive.analyzer.analyzer import run_analyzer
+
             await stack.enter_async_context(run_analyzer(config))
         if command in ("agent", "allinone"):
+            from pyskydive.agent.agent import run_agent
+
             await stack.enter_async_context(run_agent(config))
         await stop.wait()
         log.info("shutting down")

@@ -110,9 +110,9 @@ def test_agent_cannot_touch_another_origin(hub: Hub) -> None:
     hub.register(a)
     hub.register(b)
     hub.apply(a, msg("NodeAdded", node("n", "x")))
-    with pytest.raises(MessageError, match="belongs to agent.a"):
+    with pytest.raises(MessageError, match=r"belongs to agent\.a"):
         hub.apply(b, msg("NodeDeleted", node("n", "x")))
-    with pytest.raises(MessageError, match="belongs to agent.a"):
+    with pytest.raises(MessageError, match=r"belongs to agent\.a"):
         hub.apply(b, msg("Sync", {"Nodes": [node("n", "x")], "Edges": []}))
     assert "n" in hub.graph.nodes
 

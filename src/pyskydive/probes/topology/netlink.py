@@ -139,7 +139,11 @@ class NetlinkProbe:
         event = msg.get("event")
         try:
             if event in _LINK_EVENTS:
-                self._on_link(nlm.link_from_msg(msg))
+                link = nlm.link_from_msg(msg)
+                # The bridge module also reports its ports with family AF_BRIDGE (and a
+                # DELLINK when a port leaves); the AF_UNSPEC message carries the link itself.
+                if link.family != nlm.AF_BRIDGE:
+                    self._on_link(link)
             elif event in _ADDR_EVENTS:
                 self._on_addr(nlm.addr_from_msg(msg))
             elif event in _ROUTE_EVENTS:
@@ -249,10 +253,14 @@ class NetlinkProbe:
             if peer_key is None:
                 continue
             peer = self.ctx.interfaces.get((peer_key, link.peer_index))
-            if peer is None or peer.metadata.get("PeerIfIndex") != index:
+            if peer is None or self.ctx.graph.get_node(peer.id) is None:
                 continue
-            if self.ctx.graph.get_node(peer.id) is None:
-                continue
+            if peer.metadata.get("PeerIfIndex") != index:
+                # The kernel announces the first end of a pair before the second exists,
+                # with IFLA_LINK 0, and says nothing more about it: complete it from here.
+                if peer.metadata.get("Type") != "veth" or peer.metadata.get("PeerIfIndex"):
+                    continue
+                self.ctx.graph.update_node(peer, {"PeerIfIndex": index})
             self._unpaired.discard(index)
             if any(e.metadata.get("Type") == "veth" for e in _all_edges(self.ctx, peer)):
                 continue

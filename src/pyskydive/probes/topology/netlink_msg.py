@@ -1,0 +1,542 @@
+"""Pure translation of rtnetlink messages into typed records (no I/O).
+
+Theory of operation
+-------------------
+The netlink probe's shell reads rtnetlink messages with pyroute2 (dumps and multicast events)
+and hands each one, already decoded by pyroute2, to one function here:
+
+========================  =====================================  ==========================
+message (``nlmsghdr``)    function                               record
+========================  =====================================  ==========================
+RTM_NEWLINK/RTM_DELLINK   :func:`link_from_msg`                  :class:`Link`
+RTM_NEWADDR/RTM_DELADDR   :func:`addr_from_msg`                  :class:`Addr`
+RTM_NEWROUTE/DELROUTE     :func:`route_from_msg`                 :class:`Route` or ``None``
+RTM_NEWNEIGH/DELNEIGH     :func:`neigh_from_msg`                 :class:`Neighbor` or ``None``
+========================  =====================================  ==========================
+
+The records carry Skydive v0.28 metadata names, so the shell only has to apply them to the
+graph. The messages are duck-typed (``Any``): a pyroute2 message as ``AsyncIPRoute`` yields it,
+or one decoded from bytes (``ifinfmsg(raw).decode()``, which lacks the ``event`` key: the
+message type is always read from ``msg["header"]["type"]``). Use :func:`event_name`, not
+``msg.get("event")``: pyroute2 resolves ``get("event")`` to the ``IFLA_EVENT`` attribute first,
+which the kernel adds to some link notifications (e.g. a feature change).
+
+Every malformed input raises :class:`~pyskydive.errors.ProtocolError` and nothing else: a
+message pyroute2 could only partly decode (``header["error"]`` set), a missing mandatory
+attribute, or a wrong object. ``None`` means "valid, but not for the topology".
+
+Corner cases, from the kernel (``net/core/rtnetlink.c``) and Skydive's behaviour:
+
+- ``IFLA_LINK`` is omitted when it equals the device's own ifindex. For a veth this happens
+  when the peer lives in another netns under the same ifindex, so a veth without
+  ``IFLA_LINK`` has ``peer_index == index``; ``IFLA_LINK == 0`` means the peer is gone.
+- The bridge module sends its own RTM_NEWLINK/RTM_DELLINK with ``ifi_family == AF_BRIDGE``
+  about ports: partial messages (no ``IFLA_LINKINFO``, no stats), and an ``AF_BRIDGE``
+  RTM_DELLINK means "left the bridge", not "deleted". :attr:`Link.family` exposes this; the
+  shell should not take such a message as the interface's state.
+- Skydive v0.28 named ``LinkFlags`` and neighbour state/flags with off-by-one bit tables
+  (e.g. loopback's IFF_LOOPBACK read as "POINTTOPOINT", NTF_STICKY as "NTF_ROUTER"); we use
+  the kernel's names for the bits that are set.
+- ``State`` is the administrative state (IFF_UP), as the project's DESIGN.md §2.1 says.
+- Counters follow Skydive's ``InterfaceMetric``, whose JSON omits zero fields: zero counters
+  are left out, so an empty dict means "all zero" (Skydive's ``IsZero``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pyskydive.errors import ProtocolError
+from pyskydive.probes.topology import netlink_names as names
+
+AF_INET = names.AF_INET
+AF_INET6 = names.AF_INET6
+AF_BRIDGE = names.AF_BRIDGE
+METRIC_NAMES = names.METRIC_NAMES
+"""The counter names of Skydive's ``InterfaceMetric`` (without ``Start``/``Last``)."""
+
+__all__ = [
+    "AF_BRIDGE",
+    "AF_INET",
+    "AF_INET6",
+    "METRIC_NAMES",
+    "Addr",
+    "Link",
+    "Neighbor",
+    "Route",
+    "addr_from_msg",
+    "event_name",
+    "link_from_msg",
+    "metric_delta",
+    "metrics_from_stats",
+    "neigh_from_msg",
+    "route_from_msg",
+    "routing_tables",
+]
+
+
+# What a broken message can raise while we walk it (pyroute2 objects, or not one at all).
+_MALFORMED: Final = (LookupError, TypeError, ValueError, AttributeError, ArithmeticError)
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """One RTM_NEWLINK/RTM_DELLINK: an interface and its Skydive metadata."""
+
+    index: int
+    name: str
+    deleted: bool
+    metadata: dict[str, Any]  # node metadata from this message; treat as read-only
+    master_index: int | None  # IFLA_MASTER: bridge, bond, team or OVS master
+    parent_index: int | None  # IFLA_LINK of vlan, macvlan, vxlan... (not veth); never self/0
+    peer_index: int | None  # veth only: the peer's ifindex, in the peer's netns
+    link_netnsid: int | None  # IFLA_LINK_NETNSID: peer/parent netns id, seen from this netns
+    metrics: dict[str, int] | None  # IFLA_STATS64 (or IFLA_STATS); None when absent
+    family: int = 0  # ifi_family: AF_BRIDGE (7) marks the bridge module's port notices
+
+
+@dataclass(frozen=True, slots=True)
+class Addr:
+    """One RTM_NEWADDR/RTM_DELADDR."""
+
+    index: int
+    family: int
+    cidr: str  # "10.0.0.1/24", "fe80::1/64"
+    deleted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One RTM_NEWROUTE/RTM_DELROUTE.
+
+    ``nexthops`` are Skydive ``NextHop`` dicts: ``{"IfIndex", "Priority", "IP"?}``; a route
+    without an output interface (blackhole, unreachable...) has none.
+    """
+
+    table: int
+    family: int
+    prefix: str  # "10.0.0.0/24"; "0.0.0.0/0" or "::/0" for a default route
+    protocol: int  # rtm_protocol (RTPROT_*)
+    src: str | None  # RTA_PREFSRC
+    nexthops: tuple[dict[str, Any], ...]
+    deleted: bool
+    priority: int | None = None  # RTA_PRIORITY (the metric)
+    tos: int = 0
+
+    @property
+    def key(self) -> tuple[int, int, str, int, int | None]:
+        """The kernel's identity of the route: a RTM_DELROUTE has the same key as its NEW."""
+        return (self.family, self.table, self.prefix, self.tos, self.priority)
+
+
+@dataclass(frozen=True, slots=True)
+class Neighbor:
+    """One RTM_NEWNEIGH/RTM_DELNEIGH (ARP/NDP entry, or FDB entry when family is AF_BRIDGE)."""
+
+    index: int
+    family: int
+    ip: str  # "" for an FDB entry without NDA_DST
+    mac: str
+    state: tuple[str, ...]  # ("NUD_REACHABLE",)
+    flags: tuple[str, ...]  # ("NTF_ROUTER",)
+    deleted: bool
+    vlan: int | None = None  # NDA_VLAN (FDB)
+    vni: int | None = None  # NDA_VNI (FDB on a vxlan)
+
+
+# -- public functions ----------------------------------------------------------------------
+
+
+def event_name(msg: Any) -> str | None:
+    """``"RTM_NEWLINK"``... from the netlink header (or pyroute2's ``event`` key), or None."""
+    try:
+        header = msg["header"]
+        mtype = header.get("type") if isinstance(header, Mapping) else None
+        if isinstance(mtype, int) and mtype in names.RTM_NAMES:
+            return names.RTM_NAMES[mtype]
+        event = dict.get(msg, "event") if isinstance(msg, dict) else None
+    except _MALFORMED:
+        return None
+    return event if isinstance(event, str) and event in names.RTM_TYPES else None
+
+
+def link_from_msg(msg: Any) -> Link:
+    """Translate a RTM_NEWLINK/RTM_DELLINK message; ProtocolError if malformed."""
+    try:
+        return _link(msg)
+    except (*_MALFORMED, struct.error) as exc:
+        raise ProtocolError(f"malformed link message: {exc!r}") from exc
+
+
+def addr_from_msg(msg: Any) -> Addr:
+    """Translate a RTM_NEWADDR/RTM_DELADDR message; ProtocolError if malformed."""
+    try:
+        return _addr(msg)
+    except (*_MALFORMED, struct.error) as exc:
+        raise ProtocolError(f"malformed address message: {exc!r}") from exc
+
+
+def route_from_msg(msg: Any) -> Route | None:
+    """Translate a RTM_NEWROUTE/RTM_DELROUTE; None for cloned/cache, local-table and non-IP."""
+    try:
+        return _route(msg)
+    except (*_MALFORMED, struct.error) as exc:
+        raise ProtocolError(f"malformed route message: {exc!r}") from exc
+
+
+def neigh_from_msg(msg: Any) -> Neighbor | None:
+    """Translate a RTM_NEWNEIGH/RTM_DELNEIGH; None without lladdr or for loopback entries."""
+    try:
+        return _neigh(msg)
+    except (*_MALFORMED, struct.error) as exc:
+        raise ProtocolError(f"malformed neighbour message: {exc!r}") from exc
+
+
+def metrics_from_stats(stats: Mapping[str, int]) -> dict[str, int]:
+    """Kernel ``rtnl_link_stats64`` counters -> Skydive ``InterfaceMetric`` (zeros left out)."""
+    out: dict[str, int] = {}
+    for key, name in names.STATS_TO_METRIC.items():
+        if key in stats:
+            value = int(stats[key])
+            if value:
+                out[name] = value
+    return out
+
+
+def metric_delta(prev: Mapping[str, int], cur: Mapping[str, int]) -> dict[str, int]:
+    """``cur - prev`` per counter; a counter that went down was reset, so its delta is ``cur``.
+
+    Only the :data:`METRIC_NAMES` counters are compared (``Start``/``Last`` and other keys
+    are ignored); a missing counter is 0 and zero deltas are left out, so ``{}`` means
+    "nothing changed".
+    """
+    out: dict[str, int] = {}
+    for name in names.METRIC_NAMES:
+        now = int(cur.get(name, 0))
+        delta = now - int(prev.get(name, 0))
+        if delta < 0:
+            delta = now
+        if delta:
+            out[name] = delta
+    return out
+
+
+def routing_tables(routes: Iterable[Route], index: int) -> list[dict[str, Any]]:
+    """Skydive ``RoutingTables`` of interface ``index``: ``[{"ID", "Src", "Routes"}]``.
+
+    A route is listed when one of its nexthops is on ``index``, with all its nexthops (as
+    Skydive lists a multipath route). Routes with the same table, prefix and protocol merge
+    (Skydive's ``GetOrCreateRoute``), nexthops with the same IP and ifindex too, keeping the
+    lowest priority. ``Src`` is the first preferred source of the table ("" if none). The
+    output is sorted (tables by ID, routes by address, nexthops by ifindex/IP), so the same
+    routes give the same list in any order. ``[]`` means no ``RoutingTables`` metadata.
+    """
+    merged: dict[int, dict[tuple[str, int], dict[tuple[int, str], int]]] = {}
+    sources: dict[int, list[tuple[tuple[int, int, int], str]]] = {}
+    for route in routes:
+        if route.deleted or not any(nh.get("IfIndex") == index for nh in route.nexthops):
+            continue
+        table = merged.setdefault(route.table, {})
+        hops = table.setdefault((route.prefix, route.protocol), {})
+        for nh in route.nexthops:
+            key = (int(nh["IfIndex"]), str(nh.get("IP", "")))
+            priority = int(nh.get("Priority", 0))
+            hops[key] = min(priority, hops.get(key, priority))
+        if route.src:
+            sources.setdefault(route.table, []).append((_prefix_order(route.prefix), route.src))
+    result: list[dict[str, Any]] = []
+    for table_id in sorted(merged):
+        entries = []
+        for (prefix, protocol), hops in sorted(
+            merged[table_id].items(), key=lambda item: (_prefix_order(item[0][0]), item[0][1])
+        ):
+            nexthops = []
+            for (ifindex, ip), priority in sorted(
+                hops.items(), key=lambda item: (item[0][0], _ip_order(item[0][1]), item[1])
+            ):
+                nexthop: dict[str, Any] = {"IfIndex": ifindex, "Priority": priority}
+                if ip:
+                    nexthop["IP"] = ip
+                nexthops.append(nexthop)
+            entries.append({"Prefix": prefix, "Protocol": protocol, "NextHops": nexthops})
+        src = min(sources[table_id])[1] if table_id in sources else ""
+        result.append({"ID": table_id, "Src": src, "Routes": entries})
+    return result
+
+
+# -- translation ---------------------------------------------------------------------------
+
+
+def _link(msg: Any) -> Link:
+    deleted = _expect(msg, "link", "RTM_NEWLINK", "RTM_DELLINK")
+    index = msg["index"]
+    name = msg.get_attr("IFLA_IFNAME")
+    if not isinstance(index, int) or index <= 0:
+        raise ProtocolError(f"link message without an interface index ({index!r})")
+    if not isinstance(name, str) or not name:
+        raise ProtocolError(f"link message for ifindex {index} without IFLA_IFNAME")
+    flags = int(msg["flags"])
+    ifi_type = int(msg["ifi_type"])
+
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = _nested(info, "IFLA_INFO_KIND")
+    data = _nested(info, "IFLA_INFO_DATA")
+    link_type = kind if isinstance(kind, str) and kind else "device"
+
+    metadata: dict[str, Any] = {
+        "Name": name,
+        "Type": link_type,
+        "EncapType": names.ARPHRD_NAMES.get(ifi_type, f"unknown{ifi_type}"),
+        "IfIndex": index,
+        "State": "UP" if flags & names.IFF_UP else "DOWN",
+        "LinkFlags": sorted(n for bit, n in names.IFF_NAMES.items() if flags & bit),
+    }
+    mtu = msg.get_attr("IFLA_MTU")
+    if mtu:
+        metadata["MTU"] = int(mtu)
+    mac = msg.get_attr("IFLA_ADDRESS")
+    if isinstance(mac, str) and mac and ifi_type not in names.NO_L2_ADDRESS:
+        metadata["MAC"] = mac.lower()
+
+    master = _positive(msg.get_attr("IFLA_MASTER"))
+    link_attr = msg.get_attr("IFLA_LINK")
+    parent: int | None = None
+    peer: int | None = None
+    if link_type == "veth":
+        # No IFLA_LINK: the peer has our ifindex (the kernel omits iflink == ifindex).
+        peer = index if link_attr is None else _positive(link_attr)
+    else:
+        parent = _positive(link_attr)
+        if parent == index:
+            parent = None
+    netnsid = msg.get_attr("IFLA_LINK_NETNSID")
+    link_netnsid = int(netnsid) if isinstance(netnsid, int) and netnsid >= 0 else None
+
+    if master is not None:
+        metadata["MasterIndex"] = master
+    if parent is not None:
+        metadata["ParentIndex"] = parent
+    if peer is not None:
+        metadata["PeerIfIndex"] = peer
+    if link_netnsid is not None:
+        metadata["LinkNetNsID"] = link_netnsid
+    metadata.update(_kind_metadata(link_type, data))
+    bond_slave = _bond_slave(info)
+    if bond_slave is not None:
+        metadata["BondSlave"] = bond_slave
+
+    stats = msg.get_attr("IFLA_STATS64")
+    if stats is None:
+        stats = msg.get_attr("IFLA_STATS")
+    metrics = metrics_from_stats(stats) if isinstance(stats, Mapping) else None
+
+    return Link(
+        index=index,
+        name=name,
+        deleted=deleted,
+        metadata=metadata,
+        master_index=master,
+        parent_index=parent,
+        peer_index=peer,
+        link_netnsid=link_netnsid,
+        metrics=metrics,
+        family=int(msg["family"]),
+    )
+
+
+def _kind_metadata(link_type: str, data: Any) -> dict[str, Any]:
+    """Metadata from IFLA_INFO_DATA for the kinds Skydive (or we) describe further."""
+    out: dict[str, Any] = {}
+    if link_type == "vlan":
+        vlan = _nested(data, "IFLA_VLAN_ID")
+        if isinstance(vlan, int):
+            out["Vlan"] = vlan
+    elif link_type == "bond":
+        mode = _nested(data, "IFLA_BOND_MODE")
+        if isinstance(mode, int):
+            out["BondMode"] = names.BOND_MODES[mode] if mode < len(names.BOND_MODES) else "unknown"
+    elif link_type in ("vxlan", "geneve"):
+        vni = _nested(data, "IFLA_VXLAN_ID" if link_type == "vxlan" else "IFLA_GENEVE_ID")
+        if isinstance(vni, int):
+            out["VNI"] = vni
+    elif link_type == "tun":
+        mode = names.TUN_TYPES.get(_nested(data, "IFLA_TUN_TYPE"))
+        if mode is not None:
+            out["TunMode"] = mode
+    return out
+
+
+def _bond_slave(info: Any) -> dict[str, Any] | None:
+    """Skydive's ``BondSlave`` metadata of a bond port (IFLA_INFO_SLAVE_DATA)."""
+    if _nested(info, "IFLA_INFO_SLAVE_KIND") != "bond":
+        return None
+    data = _nested(info, "IFLA_INFO_SLAVE_DATA")
+    state = _int(_nested(data, "IFLA_BOND_SLAVE_STATE"))
+    mii = _int(_nested(data, "IFLA_BOND_SLAVE_MII_STATUS"))
+    out: dict[str, Any] = {
+        "Type": "bond",
+        "State": names.BOND_SLAVE_STATES[state]
+        if state < len(names.BOND_SLAVE_STATES)
+        else str(state),
+        "MiiStatus": names.BOND_MII_STATUS[mii] if mii < len(names.BOND_MII_STATUS) else str(mii),
+        "LinkFailureCount": _int(_nested(data, "IFLA_BOND_SLAVE_LINK_FAILURE_COUNT")),
+        "QueueId": _int(_nested(data, "IFLA_BOND_SLAVE_QUEUE_ID")),
+        "AggregatorId": _int(_nested(data, "IFLA_BOND_SLAVE_AD_AGGREGATOR_ID")),
+        "AdActorOperPortState": 0,  # not decoded by pyroute2 0.9
+        "AdPartnerOperPortState": 0,
+    }
+    perm = _nested(data, "IFLA_BOND_SLAVE_PERM_HWADDR")
+    if isinstance(perm, str) and perm:
+        out["PermMAC"] = perm.lower()
+    return out
+
+
+def _addr(msg: Any) -> Addr:
+    deleted = _expect(msg, "address", "RTM_NEWADDR", "RTM_DELADDR")
+    family = int(msg["family"])
+    if family not in (names.AF_INET, names.AF_INET6):
+        raise ProtocolError(f"address message of unsupported family {family}")
+    # IFA_LOCAL is the local address; IFA_ADDRESS is the peer's on point-to-point links.
+    ip = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+    if not isinstance(ip, str) or not ip:
+        raise ProtocolError("address message without IFA_LOCAL or IFA_ADDRESS")
+    address = ipaddress.ip_address(ip)
+    if address.version != (4 if family == names.AF_INET else 6):
+        raise ProtocolError(f"address {ip} does not match family {family}")
+    return Addr(
+        index=int(msg["index"]),
+        family=family,
+        cidr=f"{address.compressed}/{int(msg['prefixlen'])}",
+        deleted=deleted,
+    )
+
+
+def _route(msg: Any) -> Route | None:
+    deleted = _expect(msg, "route", "RTM_NEWROUTE", "RTM_DELROUTE")
+    family = int(msg["family"])
+    if family not in (names.AF_INET, names.AF_INET6) or int(msg["flags"]) & names.RTM_F_CLONED:
+        return None
+    table = msg.get_attr("RTA_TABLE")
+    table = int(table) if isinstance(table, int) else int(msg["table"])
+    if table == names.RT_TABLE_LOCAL:
+        return None
+    dst = msg.get_attr("RTA_DST")
+    if dst:
+        prefix = f"{ipaddress.ip_address(dst).compressed}/{int(msg['dst_len'])}"
+    else:
+        prefix = "0.0.0.0/0" if family == names.AF_INET else "::/0"
+    priority = msg.get_attr("RTA_PRIORITY")
+    priority = int(priority) if isinstance(priority, int) else None
+    src = msg.get_attr("RTA_PREFSRC")
+
+    hops: list[dict[str, Any]] = []
+    multipath = msg.get_attr("RTA_MULTIPATH")
+    if multipath:
+        for nh in multipath:
+            _add_nexthop(hops, nh["oif"], _gateway(nh), priority)
+    else:
+        _add_nexthop(hops, msg.get_attr("RTA_OIF"), _gateway(msg), priority)
+    return Route(
+        table=table,
+        family=family,
+        prefix=prefix,
+        protocol=int(msg["proto"]),
+        src=ipaddress.ip_address(src).compressed if isinstance(src, str) and src else None,
+        nexthops=tuple(hops),
+        deleted=deleted,
+        priority=priority,
+        tos=int(msg["tos"]),
+    )
+
+
+def _gateway(obj: Any) -> str | None:
+    gateway = obj.get_attr("RTA_GATEWAY")
+    if not gateway:
+        via = obj.get_attr("RTA_VIA")  # IPv4 route via an IPv6 gateway (RFC 5549)
+        gateway = via.get("addr") if isinstance(via, Mapping) else None
+    return ipaddress.ip_address(gateway).compressed if isinstance(gateway, str) else None
+
+
+def _add_nexthop(hops: list[dict[str, Any]], oif: Any, gw: str | None, prio: int | None) -> None:
+    ifindex = _positive(oif)
+    if ifindex is None:
+        return
+    nexthop: dict[str, Any] = {"IfIndex": ifindex, "Priority": prio or 0}
+    if gw is not None:
+        nexthop["IP"] = gw
+    hops.append(nexthop)
+
+
+def _neigh(msg: Any) -> Neighbor | None:
+    deleted = _expect(msg, "neighbour", "RTM_NEWNEIGH", "RTM_DELNEIGH")
+    lladdr = msg.get_attr("NDA_LLADDR")
+    if not isinstance(lladdr, str) or not lladdr:
+        return None
+    state = int(msg["state"])
+    mac = lladdr.lower()
+    if state & names.NUD_NOARP and mac.strip("0:") == "":
+        return None  # loopback's 127.0.0.1/::1 entries: NOARP with an all-zero address
+    dst = msg.get_attr("NDA_DST")
+    flags = int(msg["flags"])
+    return Neighbor(
+        index=int(msg["ifindex"]),
+        family=int(msg["family"]),
+        ip=ipaddress.ip_address(dst).compressed if isinstance(dst, str) and dst else "",
+        mac=mac,
+        state=tuple(n for bit, n in names.NUD_NAMES.items() if state & bit) or ("NUD_NONE",),
+        flags=tuple(n for bit, n in names.NTF_NAMES.items() if flags & bit),
+        deleted=deleted,
+        vlan=_optional_int(msg.get_attr("NDA_VLAN")),
+        vni=_optional_int(msg.get_attr("NDA_VNI")),
+    )
+
+
+# -- helpers -------------------------------------------------------------------------------
+
+
+def _expect(msg: Any, what: str, new: str, delete: str) -> bool:
+    """Check the message decoded and has the right type; return whether it is a deletion."""
+    header = msg["header"]
+    error = header.get("error")
+    if isinstance(error, BaseException):
+        raise ProtocolError(f"undecodable {what} message: {error}")
+    event = event_name(msg)
+    if event is None and header.get("type") is None and "event" not in msg:
+        return False  # built by hand without a header: take it as a NEW message
+    if event not in (new, delete):
+        raise ProtocolError(f"expected {new}/{delete}, got {event or header.get('type')!r}")
+    return event == delete
+
+
+def _nested(nla: Any, name: str) -> Any:
+    """Attribute ``name`` of a nested pyroute2 NLA, or None (also for undecoded/hex data)."""
+    get_attr = getattr(nla, "get_attr", None)
+    return get_attr(name) if callable(get_attr) else None
+
+
+def _positive(value: Any) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) else None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) else 0
+
+
+def _prefix_order(prefix: str) -> tuple[int, int, int]:
+    net = ipaddress.ip_network(prefix, strict=False)
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+def _ip_order(ip: str) -> tuple[int, int]:
+    if not ip:
+        return (0, 0)
+    address = ipaddress.ip_address(ip)
+    return (address.version, int(address))

@@ -45,6 +45,17 @@ def _error(reason: str, of_type: str | None = None, uuid: str | None = None) -> 
     return wire.encode(wire.envelope("Error", obj, uuid=uuid, status=400))
 
 
+async def _receive(ws: WebSocket) -> str:
+    """Next message as text (binary frames are decoded as UTF-8); raises on disconnect."""
+    message = await ws.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    text = message.get("text")
+    if text is None:
+        text = (message.get("bytes") or b"").decode("utf-8", errors="replace")
+    return str(text)
+
+
 async def _pump(ws: WebSocket, sub: Subscriber) -> None:
     while True:
         text = await sub.queue.get()
@@ -68,7 +79,7 @@ async def subscriber_endpoint(ws: WebSocket, graph: Graph, broadcaster: Broadcas
     pump = asyncio.create_task(_pump(ws, sub))
     try:
         while True:
-            text = await ws.receive_text()
+            text = await _receive(ws)
             try:
                 msg = wire.parse(text)
                 if msg.namespace != wire.GRAPH_NS or msg.type != wire.SYNC_REQUEST:
@@ -117,18 +128,24 @@ async def agent_endpoint(ws: WebSocket, hub: Hub) -> None:
     try:
         await ws.accept()
         while True:
-            text = await ws.receive_text()
+            text = await _receive(ws)
             msg: wire.Message | None = None
             try:
                 msg = wire.parse(text)
                 hub.apply(session, msg)
             except MessageError as exc:
-                session.errors += 1
-                if session.errors <= 10 or session.errors % 1000 == 0:
-                    log.warning("agent %s: bad message: %s", host_id, exc)
-                await ws.send_text(
-                    _error(str(exc), msg.type if msg else None, msg.uuid if msg else None)
-                )
+                reason = str(exc)
+            except Exception as exc:  # a bug, not bad input: keep the agent connected
+                log.exception("agent %s: cannot apply %s", host_id, msg.type if msg else "?")
+                reason = f"internal error: {exc}"
+            else:
+                continue
+            session.errors += 1
+            if session.errors <= 10 or session.errors % 1000 == 0:
+                log.warning("agent %s: bad message: %s", host_id, reason)
+            await ws.send_text(
+                _error(reason, msg.type if msg else None, msg.uuid if msg else None)
+            )
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

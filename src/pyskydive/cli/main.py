@@ -24,14 +24,22 @@ log = logging.getLogger("pyskydive")
 
 
 def _parser() -> argparse.ArgumentParser:
+    # --conf is accepted before and after the command; the sub-level copy must not reset
+    # the top-level value to its default, hence SUPPRESS there.
     conf = argparse.ArgumentParser(add_help=False)
     conf.add_argument(
-        "-c", "--conf", metavar="FILE", help="YAML configuration file (see etc/skydive.yml.default)"
+        "-c",
+        "--conf",
+        metavar="FILE",
+        default=argparse.SUPPRESS,
+        help="YAML configuration file (see etc/skydive.yml.default)",
     )
     parser = argparse.ArgumentParser(
         prog="skydive",
         description="Skydive: real-time network topology and protocols analyzer",
-        parents=[conf],
+    )
+    parser.add_argument(
+        "-c", "--conf", metavar="FILE", default=None, help="YAML configuration file"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     sub.add_parser("agent", parents=[conf], help="run an agent (topology probes of this host)")

@@ -65,7 +65,7 @@ class NetlinkProbe:
         self._links: dict[int, nlm.Link] = {}
         self._nodes: dict[int, Node] = {}
         self._addrs: dict[int, dict[int, list[str]]] = {}  # ifindex -> family -> cidrs
-        self._routes: dict[tuple[Any, ...], nlm.Route] = {}
+        self._routes: dict[Any, nlm.Route] = {}
         self._neighs: dict[tuple[int, str], nlm.Neighbor] = {}
         self._l2: dict[tuple[str, int], Edge] = {}  # ("master"|"parent", child ifindex) -> edge
         self._nsid_keys: dict[int, str] = {}
@@ -129,14 +129,14 @@ class NetlinkProbe:
                 try:
                     self._on_message(msg)
                 except Exception:
-                    log.exception("netlink (%s): cannot apply %s", self.where, msg.get("event"))
+                    log.exception("netlink (%s): cannot apply %s", self.where, nlm.event_name(msg))
             self._flush_routes()
             await self._resolve_peers()
 
     # -- messages --------------------------------------------------------------------------
 
     def _on_message(self, msg: Any) -> None:
-        event = msg.get("event")
+        event = nlm.event_name(msg)  # not msg.get("event"): that reads IFLA_EVENT first
         try:
             if event in _LINK_EVENTS:
                 link = nlm.link_from_msg(msg)
@@ -317,7 +317,7 @@ class NetlinkProbe:
             self.ctx.graph.update_node(node, delete=[key])
 
     def _on_route(self, route: nlm.Route) -> None:
-        key = (route.table, route.family, route.prefix, route.src, route.protocol)
+        key = route.key
         if route.deleted:
             self._routes.pop(key, None)
         else:
@@ -325,6 +325,8 @@ class NetlinkProbe:
         self._dirty_routes = True
 
     def _on_neigh(self, neigh: nlm.Neighbor) -> None:
+        if neigh.family not in (nlm.AF_INET, nlm.AF_INET6):
+            return  # bridge FDB entries churn with traffic; not part of Neighbors yet
         key = (neigh.index, neigh.ip)
         if neigh.deleted:
             self._neighs.pop(key, None)
@@ -391,10 +393,13 @@ class NetlinkProbe:
         if previous == current:
             return
         start = self._metric_start.setdefault(link.index, node.created_at)
-        last = node.metadata.get("Metric", {}).get("Last", start)
-        total = dict(current, Start=start, Last=now)
-        delta = dict(nlm.metric_delta(previous or {}, current), Start=last, Last=now)
-        self.ctx.graph.update_node(node, {"Metric": total, "LastUpdateMetric": delta})
+        update: dict[str, Any] = {"Metric": dict(current, Start=start, Last=now)}
+        if previous is not None:  # the first poll has no period to report a delta for
+            last = node.metadata.get("Metric", {}).get("Last", start)
+            update["LastUpdateMetric"] = dict(
+                nlm.metric_delta(previous, current), Start=last, Last=now
+            )
+        self.ctx.graph.update_node(node, update)
 
 
 def _foreign_keys(node: Node, keep: set[str]) -> set[str]:

@@ -23,13 +23,16 @@ which the kernel adds to some link notifications (e.g. a feature change).
 
 Every malformed input raises :class:`~pyskydive.errors.ProtocolError` and nothing else: a
 message pyroute2 could only partly decode (``header["error"]`` set), a missing mandatory
-attribute, or a wrong object. ``None`` means "valid, but not for the topology".
+attribute, or a wrong object. ``None`` means "valid, but not for the topology". pyroute2
+decodes attributes lazily and hands back the raw bytes of one it cannot decode (logging a
+warning), so every optional attribute is type-checked and an undecodable one is skipped.
 
 Corner cases, from the kernel (``net/core/rtnetlink.c``) and Skydive's behaviour:
 
-- ``IFLA_LINK`` is omitted when it equals the device's own ifindex. For a veth this happens
-  when the peer lives in another netns under the same ifindex, so a veth without
-  ``IFLA_LINK`` has ``peer_index == index``; ``IFLA_LINK == 0`` means the peer is gone.
+- ``IFLA_LINK`` is omitted when it equals the device's own ifindex. Older kernels did so
+  even for a veth whose peer lives in another netns under the same ifindex, so a veth
+  without ``IFLA_LINK`` has ``peer_index == index``; ``IFLA_LINK == 0`` means no peer.
+  A vxlan has no ``IFLA_LINK``: its underlay device (``dev``) is ``IFLA_VXLAN_LINK``.
 - The bridge module sends its own RTM_NEWLINK/RTM_DELLINK with ``ifi_family == AF_BRIDGE``
   about ports: partial messages (no ``IFLA_LINKINFO``, no stats), and an ``AF_BRIDGE``
   RTM_DELLINK means "left the bridge", not "deleted". :attr:`Link.family` exposes this; the
@@ -46,18 +49,22 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from pyskydive.errors import ProtocolError
-from pyskydive.probes.topology import netlink_names as names
+from pyskydive.probes.topology import netlink_metadata as names
+from pyskydive.probes.topology.netlink_metadata import (
+    metric_delta,
+    metrics_from_stats,
+    routing_tables,
+)
 
 AF_INET = names.AF_INET
 AF_INET6 = names.AF_INET6
 AF_BRIDGE = names.AF_BRIDGE
 METRIC_NAMES = names.METRIC_NAMES
-"""The counter names of Skydive's ``InterfaceMetric`` (without ``Start``/``Last``)."""
 
 __all__ = [
     "AF_BRIDGE",
@@ -92,7 +99,7 @@ class Link:
     deleted: bool
     metadata: dict[str, Any]  # node metadata from this message; treat as read-only
     master_index: int | None  # IFLA_MASTER: bridge, bond, team or OVS master
-    parent_index: int | None  # IFLA_LINK of vlan, macvlan, vxlan... (not veth); never self/0
+    parent_index: int | None  # IFLA_LINK (vxlan: IFLA_VXLAN_LINK); not veth, never self or 0
     peer_index: int | None  # veth only: the peer's ifindex, in the peer's netns
     link_netnsid: int | None  # IFLA_LINK_NETNSID: peer/parent netns id, seen from this netns
     metrics: dict[str, int] | None  # IFLA_STATS64 (or IFLA_STATS); None when absent
@@ -143,7 +150,7 @@ class Neighbor:
     mac: str
     state: tuple[str, ...]  # ("NUD_REACHABLE",)
     flags: tuple[str, ...]  # ("NTF_ROUTER",)
-    deleted: bool
+    deleted: bool  # RTM_DELNEIGH, or no NDA_LLADDR (unresolved): not a neighbour any more
     vlan: int | None = None  # NDA_VLAN (FDB)
     vni: int | None = None  # NDA_VNI (FDB on a vxlan)
 
@@ -189,83 +196,15 @@ def route_from_msg(msg: Any) -> Route | None:
 
 
 def neigh_from_msg(msg: Any) -> Neighbor | None:
-    """Translate a RTM_NEWNEIGH/RTM_DELNEIGH; None without lladdr or for loopback entries."""
+    """Translate a RTM_NEWNEIGH/RTM_DELNEIGH; None for loopback and proxy entries.
+
+    An entry without link-layer address (incomplete, failed, or any RTM_DELNEIGH) comes
+    back with ``deleted=True`` and ``mac=""``: it leaves the interface's ``Neighbors``.
+    """
     try:
         return _neigh(msg)
     except (*_MALFORMED, struct.error) as exc:
         raise ProtocolError(f"malformed neighbour message: {exc!r}") from exc
-
-
-def metrics_from_stats(stats: Mapping[str, int]) -> dict[str, int]:
-    """Kernel ``rtnl_link_stats64`` counters -> Skydive ``InterfaceMetric`` (zeros left out)."""
-    out: dict[str, int] = {}
-    for key, name in names.STATS_TO_METRIC.items():
-        if key in stats:
-            value = int(stats[key])
-            if value:
-                out[name] = value
-    return out
-
-
-def metric_delta(prev: Mapping[str, int], cur: Mapping[str, int]) -> dict[str, int]:
-    """``cur - prev`` per counter; a counter that went down was reset, so its delta is ``cur``.
-
-    Only the :data:`METRIC_NAMES` counters are compared (``Start``/``Last`` and other keys
-    are ignored); a missing counter is 0 and zero deltas are left out, so ``{}`` means
-    "nothing changed".
-    """
-    out: dict[str, int] = {}
-    for name in names.METRIC_NAMES:
-        now = int(cur.get(name, 0))
-        delta = now - int(prev.get(name, 0))
-        if delta < 0:
-            delta = now
-        if delta:
-            out[name] = delta
-    return out
-
-
-def routing_tables(routes: Iterable[Route], index: int) -> list[dict[str, Any]]:
-    """Skydive ``RoutingTables`` of interface ``index``: ``[{"ID", "Src", "Routes"}]``.
-
-    A route is listed when one of its nexthops is on ``index``, with all its nexthops (as
-    Skydive lists a multipath route). Routes with the same table, prefix and protocol merge
-    (Skydive's ``GetOrCreateRoute``), nexthops with the same IP and ifindex too, keeping the
-    lowest priority. ``Src`` is the first preferred source of the table ("" if none). The
-    output is sorted (tables by ID, routes by address, nexthops by ifindex/IP), so the same
-    routes give the same list in any order. ``[]`` means no ``RoutingTables`` metadata.
-    """
-    merged: dict[int, dict[tuple[str, int], dict[tuple[int, str], int]]] = {}
-    sources: dict[int, list[tuple[tuple[int, int, int], str]]] = {}
-    for route in routes:
-        if route.deleted or not any(nh.get("IfIndex") == index for nh in route.nexthops):
-            continue
-        table = merged.setdefault(route.table, {})
-        hops = table.setdefault((route.prefix, route.protocol), {})
-        for nh in route.nexthops:
-            key = (int(nh["IfIndex"]), str(nh.get("IP", "")))
-            priority = int(nh.get("Priority", 0))
-            hops[key] = min(priority, hops.get(key, priority))
-        if route.src:
-            sources.setdefault(route.table, []).append((_prefix_order(route.prefix), route.src))
-    result: list[dict[str, Any]] = []
-    for table_id in sorted(merged):
-        entries = []
-        for (prefix, protocol), hops in sorted(
-            merged[table_id].items(), key=lambda item: (_prefix_order(item[0][0]), item[0][1])
-        ):
-            nexthops = []
-            for (ifindex, ip), priority in sorted(
-                hops.items(), key=lambda item: (item[0][0], _ip_order(item[0][1]), item[1])
-            ):
-                nexthop: dict[str, Any] = {"IfIndex": ifindex, "Priority": priority}
-                if ip:
-                    nexthop["IP"] = ip
-                nexthops.append(nexthop)
-            entries.append({"Prefix": prefix, "Protocol": protocol, "NextHops": nexthops})
-        src = min(sources[table_id])[1] if table_id in sources else ""
-        result.append({"ID": table_id, "Src": src, "Routes": entries})
-    return result
 
 
 # -- translation ---------------------------------------------------------------------------
@@ -295,9 +234,9 @@ def _link(msg: Any) -> Link:
         "State": "UP" if flags & names.IFF_UP else "DOWN",
         "LinkFlags": sorted(n for bit, n in names.IFF_NAMES.items() if flags & bit),
     }
-    mtu = msg.get_attr("IFLA_MTU")
-    if mtu:
-        metadata["MTU"] = int(mtu)
+    mtu = _positive(msg.get_attr("IFLA_MTU"))
+    if mtu is not None:
+        metadata["MTU"] = mtu
     mac = msg.get_attr("IFLA_ADDRESS")
     if isinstance(mac, str) and mac and ifi_type not in names.NO_L2_ADDRESS:
         metadata["MAC"] = mac.lower()
@@ -311,6 +250,8 @@ def _link(msg: Any) -> Link:
         peer = index if link_attr is None else _positive(link_attr)
     else:
         parent = _positive(link_attr)
+        if parent is None and link_type == "vxlan":  # no iflink: the underlay is in INFO_DATA
+            parent = _positive(_nested(data, "IFLA_VXLAN_LINK"))
         if parent == index:
             parent = None
     netnsid = msg.get_attr("IFLA_LINK_NETNSID")
@@ -473,23 +414,24 @@ def _add_nexthop(hops: list[dict[str, Any]], oif: Any, gw: str | None, prio: int
 
 def _neigh(msg: Any) -> Neighbor | None:
     deleted = _expect(msg, "neighbour", "RTM_NEWNEIGH", "RTM_DELNEIGH")
+    family, state, flags = int(msg["family"]), int(msg["state"]), int(msg["flags"])
     lladdr = msg.get_attr("NDA_LLADDR")
-    if not isinstance(lladdr, str) or not lladdr:
-        return None
-    state = int(msg["state"])
-    mac = lladdr.lower()
-    if state & names.NUD_NOARP and mac.strip("0:") == "":
-        return None  # loopback's 127.0.0.1/::1 entries: NOARP with an all-zero address
+    mac = lladdr.lower() if isinstance(lladdr, str) else ""
+    if flags & names.NTF_PROXY:
+        return None  # a proxy-ARP/NDP entry, not a neighbour
+    if family != names.AF_BRIDGE and state & names.NUD_NOARP and mac.strip("0:") == "":
+        return None  # loopback's own entries: NOARP with an all-zero address
     dst = msg.get_attr("NDA_DST")
-    flags = int(msg["flags"])
     return Neighbor(
         index=int(msg["ifindex"]),
-        family=int(msg["family"]),
+        family=family,
         ip=ipaddress.ip_address(dst).compressed if isinstance(dst, str) and dst else "",
         mac=mac,
         state=tuple(n for bit, n in names.NUD_NAMES.items() if state & bit) or ("NUD_NONE",),
         flags=tuple(n for bit, n in names.NTF_NAMES.items() if flags & bit),
-        deleted=deleted,
+        # Unresolved (incomplete, failed) entries leave the list like deleted ones; the
+        # kernel's RTM_DELNEIGH itself carries no NDA_LLADDR.
+        deleted=deleted or not mac,
         vlan=_optional_int(msg.get_attr("NDA_VLAN")),
         vni=_optional_int(msg.get_attr("NDA_VNI")),
     )
@@ -503,7 +445,7 @@ def _expect(msg: Any, what: str, new: str, delete: str) -> bool:
     header = msg["header"]
     error = header.get("error")
     if isinstance(error, BaseException):
-        raise ProtocolError(f"undecodable {what} message: {error}")
+        raise ProtocolError(f"undecodable {what} message: {error}") from error
     event = event_name(msg)
     if event is None and header.get("type") is None and "event" not in msg:
         return False  # built by hand without a header: take it as a NEW message
@@ -513,9 +455,16 @@ def _expect(msg: Any, what: str, new: str, delete: str) -> bool:
 
 
 def _nested(nla: Any, name: str) -> Any:
-    """Attribute ``name`` of a nested pyroute2 NLA, or None (also for undecoded/hex data)."""
+    """Attribute ``name`` of a nested NLA, or None (also for undecoded/hex data).
+
+    A decoded pyroute2 NLA has ``get_attr``; a hand-built one is ``{"attrs": [(name, v)]}``.
+    """
     get_attr = getattr(nla, "get_attr", None)
-    return get_attr(name) if callable(get_attr) else None
+    if callable(get_attr):
+        return get_attr(name)
+    if isinstance(nla, Mapping):
+        return next((item[1] for item in nla.get("attrs", ()) if item[0] == name), None)
+    return None
 
 
 def _positive(value: Any) -> int | None:
@@ -528,15 +477,3 @@ def _optional_int(value: Any) -> int | None:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) else 0
-
-
-def _prefix_order(prefix: str) -> tuple[int, int, int]:
-    net = ipaddress.ip_network(prefix, strict=False)
-    return (net.version, int(net.network_address), net.prefixlen)
-
-
-def _ip_order(ip: str) -> tuple[int, int]:
-    if not ip:
-        return (0, 0)
-    address = ipaddress.ip_address(ip)
-    return (address.version, int(address))

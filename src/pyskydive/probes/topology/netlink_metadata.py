@@ -1,12 +1,22 @@
-"""Kernel constants of rtnetlink and the names Skydive (or iproute2) gives them.
+"""Skydive's metadata vocabulary for what rtnetlink reports (pure data and functions).
 
-Pure data for :mod:`pyskydive.probes.topology.netlink_msg`; each table cites the uapi header
-it comes from. Where Skydive v0.28 used a name (through vishvananda/netlink), we use the same.
+- kernel constants (``linux/if.h``, ``if_arp.h``, ``neighbour.h``, ``rtnetlink.h``,
+  ``if_link.h``) and the names Skydive v0.28 gives them, through vishvananda/netlink, or
+  iproute2 where Skydive has none;
+- Skydive's ``InterfaceMetric`` counters: :func:`metrics_from_stats`, :func:`metric_delta`;
+- Skydive's ``RoutingTables`` of an interface: :func:`routing_tables`.
+
+:mod:`pyskydive.probes.topology.netlink_msg` turns messages into records with these.
 """
 
 from __future__ import annotations
 
-from typing import Final
+import ipaddress
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from pyskydive.probes.topology.netlink_msg import Route
 
 __all__ = [
     "AF_BRIDGE",
@@ -21,6 +31,7 @@ __all__ = [
     "METRIC_NAMES",
     "NO_L2_ADDRESS",
     "NTF_NAMES",
+    "NTF_PROXY",
     "NUD_NAMES",
     "NUD_NOARP",
     "RTM_F_CLONED",
@@ -29,6 +40,9 @@ __all__ = [
     "RT_TABLE_LOCAL",
     "STATS_TO_METRIC",
     "TUN_TYPES",
+    "metric_delta",
+    "metrics_from_stats",
+    "routing_tables",
 ]
 
 # linux/socket.h
@@ -87,6 +101,7 @@ NUD_NAMES: Final = {
     0x80: "NUD_PERMANENT",
 }
 NUD_NOARP: Final = 0x40
+NTF_PROXY: Final = 0x08
 NTF_NAMES: Final = {
     0x01: "NTF_USE",
     0x02: "NTF_SELF",
@@ -213,3 +228,87 @@ STATS_TO_METRIC: Final = {
 }
 METRIC_NAMES: Final = tuple(STATS_TO_METRIC.values())
 """The counter names of Skydive's ``InterfaceMetric`` (without ``Start``/``Last``)."""
+
+
+def metrics_from_stats(stats: Mapping[str, int]) -> dict[str, int]:
+    """Kernel ``rtnl_link_stats64`` counters -> Skydive ``InterfaceMetric`` (zeros left out)."""
+    out: dict[str, int] = {}
+    for key, name in STATS_TO_METRIC.items():
+        if key in stats:
+            value = int(stats[key])
+            if value:
+                out[name] = value
+    return out
+
+
+def metric_delta(prev: Mapping[str, int], cur: Mapping[str, int]) -> dict[str, int]:
+    """``cur - prev`` per counter; a counter that went down was reset, so its delta is ``cur``.
+
+    Only the :data:`METRIC_NAMES` counters are compared (``Start``/``Last`` and other keys
+    are ignored); a missing counter is 0 and zero deltas are left out, so ``{}`` means
+    "nothing changed".
+    """
+    out: dict[str, int] = {}
+    for name in METRIC_NAMES:
+        now = int(cur.get(name, 0))
+        delta = now - int(prev.get(name, 0))
+        if delta < 0:
+            delta = now
+        if delta:
+            out[name] = delta
+    return out
+
+
+def routing_tables(routes: Iterable[Route], index: int) -> list[dict[str, Any]]:
+    """Skydive ``RoutingTables`` of interface ``index``: ``[{"ID", "Src", "Routes"}]``.
+
+    A route is listed when one of its nexthops is on ``index``, with all its nexthops (as
+    Skydive lists a multipath route). Routes with the same table, prefix and protocol merge
+    (Skydive's ``GetOrCreateRoute``), nexthops with the same IP and ifindex too, keeping the
+    lowest priority. ``Src`` is the first preferred source of the table ("" if none). The
+    output is sorted (tables by ID, routes by address, nexthops by ifindex/IP), so the same
+    routes give the same list in any order. ``[]`` means no ``RoutingTables`` metadata.
+    """
+    merged: dict[int, dict[tuple[str, int], dict[tuple[int, str], int]]] = {}
+    sources: dict[int, list[tuple[tuple[int, int, int], str]]] = {}
+    for route in routes:
+        if route.deleted or not any(nh.get("IfIndex") == index for nh in route.nexthops):
+            continue
+        table = merged.setdefault(route.table, {})
+        hops = table.setdefault((route.prefix, route.protocol), {})
+        for nh in route.nexthops:
+            key = (int(nh["IfIndex"]), str(nh.get("IP", "")))
+            priority = int(nh.get("Priority", 0))
+            hops[key] = min(priority, hops.get(key, priority))
+        if route.src:
+            sources.setdefault(route.table, []).append((_prefix_order(route.prefix), route.src))
+    result: list[dict[str, Any]] = []
+    for table_id in sorted(merged):
+        entries = []
+        for (prefix, protocol), hops in sorted(
+            merged[table_id].items(), key=lambda item: (_prefix_order(item[0][0]), item[0][1])
+        ):
+            nexthops = []
+            for (ifindex, ip), priority in sorted(
+                hops.items(), key=lambda item: (item[0][0], _ip_order(item[0][1]), item[1])
+            ):
+                nexthop: dict[str, Any] = {"IfIndex": ifindex, "Priority": priority}
+                if ip:
+                    nexthop["IP"] = ip
+                nexthops.append(nexthop)
+            entries.append({"Prefix": prefix, "Protocol": protocol, "NextHops": nexthops})
+        src = min(sources[table_id])[1] if table_id in sources else ""
+        result.append({"ID": table_id, "Src": src, "Routes": entries})
+    return result
+
+
+def _prefix_order(prefix: str) -> tuple[int, int, int]:
+    net = ipaddress.ip_network(prefix, strict=False)
+    return (net.version, int(net.network_address), net.prefixlen)
+
+
+def _ip_order(ip: str) -> tuple[int, int]:
+    if not ip:
+        return (0, 0)
+    address = ipaddress.ip_address(ip)
+    return (address.version, int(address))

@@ -143,9 +143,7 @@ async def agent_endpoint(ws: WebSocket, hub: Hub) -> None:
             session.errors += 1
             if session.errors <= 10 or session.errors % 1000 == 0:
                 log.warning("agent %s: bad message: %s", host_id, reason)
-            await ws.send_text(
-                _error(reason, msg.type if msg else None, msg.uuid if msg else None)
-            )
+            await ws.send_text(_error(reason, msg.type if msg else None, msg.uuid if msg else None))
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -65,7 +66,18 @@ def _setup_logging(level: str) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _reset_signals_in_child() -> None:
+    """Undo our signal set-up in forked children (pyroute2 forks one to open a socket in a
+    network namespace, then SIGTERMs it). asyncio's signal handling writes the signal number
+    to a wakeup fd that the child shares with us: without this, the child's SIGTERM would
+    read, in this process, as a request to shut down."""
+    signal.set_wakeup_fd(-1)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 async def _serve(command: str, config: Config) -> None:
+    os.register_at_fork(after_in_child=_reset_signals_in_child)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

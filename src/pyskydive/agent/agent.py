@@ -17,6 +17,7 @@ from pyskydive.graph import Graph
 from pyskydive.probes.topology.host import add_host_node
 from pyskydive.probes.topology.netlink import NetlinkProbe
 from pyskydive.probes.topology.netns import NetnsProbe
+from pyskydive.probes.topology.nsutil import NetnsRunner
 from pyskydive.probes.topology.registry import ROOT_NS, TopologyContext
 
 __all__ = ["Agent", "run_agent"]
@@ -62,16 +63,25 @@ async def run_agent(config: Config, *, serve_api: bool = True) -> AsyncIterator[
         )
     )
     server = HTTPServer(app, config.agent.listen.host, config.agent.listen.port, name="agent")
+    runner = NetnsRunner()
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(runner.close)
+        root: NetlinkProbe | None = None
         if "netlink" in probes:
-            root = NetlinkProbe(ctx, host, metrics_update=metrics)
+            root = NetlinkProbe(ctx, host, runner, metrics_update=metrics)
             try:
                 await root.start()
             except OSError as exc:
                 raise ProbeError(f"netlink probe cannot start: {exc}") from exc
             stack.push_async_callback(root.stop, remove_nodes=False)
         if "netns" in probes:
-            netns = NetnsProbe(ctx, config.agent.topology.netns.run_path, metrics_update=metrics)
+            netns = NetnsProbe(
+                ctx,
+                runner,
+                config.agent.topology.netns.run_path,
+                metrics_update=metrics,
+                on_change=root.peers_may_have_changed if root is not None else None,
+            )
             try:
                 await netns.start()
             except OSError as exc:

@@ -3,17 +3,19 @@
 Theory of operation
 -------------------
 One :class:`NetlinkProbe` per network namespace (the agent's own, and one per ``netns`` node).
-It opens an rtnetlink socket *inside* that namespace (pyroute2 creates it there and hands the
-fd back), subscribes to link/address/route/neighbour groups first, then dumps the current
-state, so no change falls between the dump and the stream. Messages are turned into records
-by :mod:`pyskydive.probes.topology.netlink_msg` (pure) and applied to the graph here:
+It opens a raw rtnetlink socket *inside* that namespace (:mod:`nsutil`, :mod:`rtnl_socket`),
+subscribed to the link/address/route/neighbour groups before it dumps the current state on the
+same socket, so no change falls between the dump and the stream and everything arrives in
+kernel order. Datagrams are decoded straight from bytes by :mod:`rtnl_decode` (pure, and
+golden-tested to give the same records as :mod:`netlink_msg`) and applied to the graph here:
 
 - one node per ifindex, owned (``ownership``) by the host or netns node; renames, MAC and MTU
   changes update that node, never replace it;
 - ``layer2`` edges: master → slave (bridge, bond, OVS), parent → child (vlan, macvlan, ...),
   and one edge per veth pair with ``Type: veth``, found across namespaces through the
   ``IFLA_LINK_NETNSID`` of the veth and the shared :class:`TopologyContext`;
-- counters are polled every ``metrics_update`` seconds into ``Metric``/``LastUpdateMetric``.
+- counters are polled every ``metrics_update`` seconds into ``Metric``/``LastUpdateMetric``;
+- a receive buffer overrun (events lost) triggers a full re-dump that removes what is gone.
 """
 
 from __future__ import annotations
@@ -24,22 +26,28 @@ import logging
 import os
 from typing import Any
 
-from pyroute2 import AsyncIPRoute
-
-from pyskydive.errors import ProtocolError
+from pyskydive.errors import ProbeError, ProtocolError
 from pyskydive.graph import Edge, Node
 from pyskydive.probes.topology import netlink_msg as nlm
+from pyskydive.probes.topology.nsutil import NetnsRunner
 from pyskydive.probes.topology.registry import ROOT_NS, TopologyContext, new_id
+from pyskydive.probes.topology.rtnl_decode import Done, Error, decode_with_seq
+from pyskydive.probes.topology.rtnl_socket import (
+    RTM_GETADDR,
+    RTM_GETLINK,
+    RTM_GETNEIGH,
+    RTM_GETROUTE,
+    RtnlSocket,
+    query_nsid,
+)
 from pyskydive.probes.topology.tid import child_tid
 
 __all__ = ["NetlinkProbe"]
 
 log = logging.getLogger(__name__)
 
-_LINK_EVENTS = {"RTM_NEWLINK", "RTM_DELLINK"}
-_ADDR_EVENTS = {"RTM_NEWADDR", "RTM_DELADDR"}
-_ROUTE_EVENTS = {"RTM_NEWROUTE", "RTM_DELROUTE"}
-_NEIGH_EVENTS = {"RTM_NEWNEIGH", "RTM_DELNEIGH"}
+AF_INET = nlm.AF_INET
+AF_INET6 = nlm.AF_INET6
 _OWNERSHIP = {"RelationType": "ownership"}
 
 
@@ -50,6 +58,7 @@ class NetlinkProbe:
         self,
         ctx: TopologyContext,
         owner: Node,
+        runner: NetnsRunner,
         *,
         ns_key: str = ROOT_NS,
         ns_path: str | None = None,
@@ -57,10 +66,11 @@ class NetlinkProbe:
     ) -> None:
         self.ctx = ctx
         self.owner = owner
+        self.runner = runner
         self.ns_key = ns_key
         self.ns_path = ns_path
         self.metrics_update = metrics_update
-        self._ipr: Any = None
+        self._sock: RtnlSocket | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._links: dict[int, nlm.Link] = {}
         self._nodes: dict[int, Node] = {}
@@ -69,10 +79,15 @@ class NetlinkProbe:
         self._neighs: dict[tuple[int, str], nlm.Neighbor] = {}
         self._l2: dict[tuple[str, int], Edge] = {}  # ("master"|"parent", child ifindex) -> edge
         self._nsid_keys: dict[int, str] = {}
+        self._nsid_lookup: asyncio.Task[None] | None = None
         self._metrics: dict[int, dict[str, int]] = {}
         self._metric_start: dict[int, int] = {}
         self._dirty_routes = False
         self._unpaired: set[int] = set()  # veths whose peer edge is not made yet
+        # Dumps in flight: seq -> what to do with their replies and at their end.
+        self._dumps: dict[int, str] = {}
+        self._seen: set[int] | None = None  # links seen by a resync dump
+        self._synced: asyncio.Future[None] | None = None
 
     @property
     def where(self) -> str:
@@ -82,80 +97,109 @@ class NetlinkProbe:
 
     async def start(self) -> None:
         """Open the socket in the namespace, dump, and start following events."""
-        kwargs: dict[str, Any] = {}
-        if self.ns_path is not None:
-            kwargs = {"netns": self.ns_path, "flags": 0}  # flags=0: never create a netns
-        self._ipr = AsyncIPRoute(**kwargs)
-        await self._ipr.bind()
-        await self._dump()
-        self._tasks.append(asyncio.create_task(self._follow(), name=f"netlink:{self.where}"))
+        self._sock = await RtnlSocket.open(
+            self.runner, self.ns_path, self._on_datagram, self._on_overrun
+        )
+        self._synced = asyncio.get_running_loop().create_future()
+        self._request_full_dump("initial")
+        try:
+            await asyncio.wait_for(self._synced, 30)
+        except TimeoutError as exc:
+            raise ProbeError(f"netlink ({self.where}): no answer to the initial dump") from exc
         if self.metrics_update > 0:
             self._tasks.append(
                 asyncio.create_task(self._poll_metrics(), name=f"metrics:{self.where}")
             )
 
     async def stop(self, *, remove_nodes: bool = True) -> None:
-        for task in self._tasks:
+        for task in self._tasks + ([self._nsid_lookup] if self._nsid_lookup else []):
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        if self._ipr is not None:
-            with contextlib.suppress(Exception):
-                self._ipr.close()
-            self._ipr = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         if remove_nodes:
             for index in list(self._nodes):
                 self._remove_link(index)
 
-    async def _dump(self) -> None:
-        ipr = self._ipr
-        for msg in [m async for m in await ipr.link("dump")]:
-            self._on_message(msg)
-        for msg in [m async for m in await ipr.addr("dump")]:
-            self._on_message(msg)
-        for family in (2, 10):
-            for msg in [m async for m in await ipr.route("dump", family=family)]:
-                self._on_message(msg)
-        for msg in [m async for m in await ipr.neigh("dump")]:
-            self._on_message(msg)
-        self._flush_routes()
-        await self._resolve_peers()
+    def _request_full_dump(self, purpose: str) -> None:
+        assert self._sock is not None
+        if purpose == "resync":
+            self._seen = set()
+            self._addrs.clear()
+            self._routes.clear()
+            self._neighs.clear()
+        self._dumps[self._sock.dump(RTM_GETLINK)] = purpose
+        self._dumps[self._sock.dump(RTM_GETADDR)] = "addr"
+        self._dumps[self._sock.dump(RTM_GETROUTE, AF_INET)] = "route"
+        self._dumps[self._sock.dump(RTM_GETROUTE, AF_INET6)] = "route"
+        self._dumps[self._sock.dump(RTM_GETNEIGH)] = purpose + "-end"
 
-    async def _follow(self) -> None:
-        while True:
-            async for msg in self._ipr.get():
-                try:
-                    self._on_message(msg)
-                except Exception:
-                    log.exception("netlink (%s): cannot apply %s", self.where, nlm.event_name(msg))
-            self._flush_routes()
-            await self._resolve_peers()
+    def _on_overrun(self) -> None:
+        if "resync" in self._dumps.values():
+            return  # one resync at a time; the one queued will see the current state
+        log.warning(
+            "netlink (%s): events were lost (receive buffer overrun), resyncing", self.where
+        )
+        self._request_full_dump("resync")
 
-    # -- messages --------------------------------------------------------------------------
-
-    def _on_message(self, msg: Any) -> None:
-        event = nlm.event_name(msg)  # not msg.get("event"): that reads IFLA_EVENT first
+    def _on_datagram(self, data: bytes) -> None:
         try:
-            if event in _LINK_EVENTS:
-                link = nlm.link_from_msg(msg)
-                # The bridge module also reports its ports with family AF_BRIDGE (and a
-                # DELLINK when a port leaves); the AF_UNSPEC message carries the link itself.
-                if link.family != nlm.AF_BRIDGE:
-                    self._on_link(link)
-            elif event in _ADDR_EVENTS:
-                self._on_addr(nlm.addr_from_msg(msg))
-            elif event in _ROUTE_EVENTS:
-                route = nlm.route_from_msg(msg)
-                if route is not None:
-                    self._on_route(route)
-            elif event in _NEIGH_EVENTS:
-                neigh = nlm.neigh_from_msg(msg)
-                if neigh is not None:
-                    self._on_neigh(neigh)
+            for seq, record in decode_with_seq(data):
+                try:
+                    self._on_record(seq, record)
+                except Exception:
+                    log.exception("netlink (%s): cannot apply %s", self.where, record)
         except ProtocolError as exc:
-            log.warning("netlink (%s): skipped a malformed %s: %s", self.where, event, exc)
+            log.warning("netlink (%s): skipped a malformed message: %s", self.where, exc)
+        self._flush_routes()
+        self._resolve_peers()
+
+    def _on_record(self, seq: int, record: object) -> None:
+        if isinstance(record, nlm.Link):
+            # The bridge module also reports its ports with family AF_BRIDGE (and a
+            # DELLINK when a port leaves); the AF_UNSPEC message carries the link itself.
+            if record.family == nlm.AF_BRIDGE:
+                return
+            self._on_link(record)
+            purpose = self._dumps.get(seq) if seq else None
+            if purpose == "metrics":
+                self._apply_metrics(record, self.ctx.graph.now())
+            elif purpose == "resync" and self._seen is not None:
+                self._seen.add(record.index)
+        elif isinstance(record, nlm.Addr):
+            self._on_addr(record)
+        elif isinstance(record, nlm.Route):
+            self._on_route(record)
+        elif isinstance(record, nlm.Neighbor):
+            self._on_neigh(record)
+        elif isinstance(record, Done | Error):
+            self._dump_done(record.seq, record)
+
+    def _dump_done(self, seq: int, record: Done | Error) -> None:
+        purpose = self._dumps.pop(seq, None)
+        if purpose is None:
+            return
+        if isinstance(record, Error) and record.errno:
+            log.warning("netlink (%s): dump failed: %s", self.where, os.strerror(record.errno))
+        if self._sock is not None:
+            self._sock.dump_finished(seq)
+        if purpose == "resync" and self._seen is not None:
+            for index in [i for i in self._nodes if i not in self._seen]:
+                self._remove_link(index)
+            self._seen = None
+        elif purpose.endswith("-end"):
+            self._dirty_routes = True
+            for index, node in self._nodes.items():
+                self._refresh_addrs(index, node)
+                self._refresh_neighs(index, node)
+            if self._synced is not None and not self._synced.done():
+                self._synced.set_result(None)
+
+    # -- links -----------------------------------------------------------------------------
 
     def _on_link(self, link: nlm.Link) -> None:
         if link.deleted:
@@ -165,12 +209,11 @@ class NetlinkProbe:
         previous = self._links.get(link.index)
         self._links[link.index] = link
         md = dict(link.metadata)
-        md.pop("Metric", None)
         fam = self._addrs.get(link.index, {})
-        if fam.get(2):
-            md["IPV4"] = list(fam[2])
-        if fam.get(10):
-            md["IPV6"] = list(fam[10])
+        if fam.get(AF_INET):
+            md["IPV4"] = list(fam[AF_INET])
+        if fam.get(AF_INET6):
+            md["IPV6"] = list(fam[AF_INET6])
         node = self._nodes.get(link.index)
         tid_parent = self.owner.metadata.get("TID")
         if isinstance(tid_parent, str):
@@ -232,7 +275,7 @@ class NetlinkProbe:
             new_id(), parent.id, child.id, {"RelationType": "layer2"}, origin=child.origin
         )
 
-    async def _resolve_peers(self) -> None:
+    def _resolve_peers(self) -> None:
         """Link each veth to its peer, which may live in another namespace."""
         for index in list(self._unpaired):
             link = self._links.get(index)
@@ -244,14 +287,16 @@ class NetlinkProbe:
                 self._unpaired.discard(index)
                 continue
             if link.link_netnsid is None:
-                peer_key: str | None = self.ns_key
+                peer_key = self.ns_key
             else:
-                peer_key = await self._nsid_to_key(link.link_netnsid)
+                known = self._nsid_keys.get(link.link_netnsid)
+                if known is None or known not in self.ctx.namespaces:
+                    self._lookup_nsids()
+                    continue
+                peer_key = known
                 name = os.path.basename(peer_key) if peer_key else None
                 if name and node.metadata.get("LinkNetNsName") != name:
                     self.ctx.graph.update_node(node, {"LinkNetNsName": name})
-            if peer_key is None:
-                continue
             peer = self.ctx.interfaces.get((peer_key, link.peer_index))
             if peer is None or self.ctx.graph.get_node(peer.id) is None:
                 continue
@@ -273,30 +318,31 @@ class NetlinkProbe:
                 origin=self.ctx.origin,
             )
 
-    async def _nsid_to_key(self, nsid: int) -> str | None:
-        """Which known namespace has ``nsid`` as seen from this one."""
-        if nsid in self._nsid_keys and self._nsid_keys[nsid] in self.ctx.namespaces:
-            return self._nsid_keys[nsid]
+    def _lookup_nsids(self) -> None:
+        """Learn, in the background, which id this namespace gives each known namespace."""
+        if self._nsid_lookup is None or self._nsid_lookup.done():
+            self._nsid_lookup = asyncio.create_task(self._learn_nsids())
+
+    async def _learn_nsids(self) -> None:
+        learned = 0
         for key, path in list(self.ctx.namespaces.items()):
-            if key == self.ns_key:
+            if key == self.ns_key or key in self._nsid_keys.values():
                 continue
             try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
+                nsid = await query_nsid(self.runner, self.ns_path, path)
+            except OSError as exc:
+                log.debug("netlink (%s): nsid of %s: %s", self.where, path, exc)
                 continue
-            try:
-                reply = await self._ipr.get_netnsid(fd=fd)
-            except Exception as exc:
-                log.debug("netlink (%s): get_netnsid(%s): %s", self.where, path, exc)
-                continue
-            finally:
-                os.close(fd)
-            got = reply.get("nsid") if isinstance(reply, dict) else None
-            if isinstance(got, int) and got < 2**31:
-                self._nsid_keys[got] = key
-                if got == nsid:
-                    return key
-        return None
+            if nsid is not None:
+                self._nsid_keys[nsid] = key
+                learned += 1
+        if learned:  # only then: an unresolvable peer must not loop back here forever
+            self._resolve_peers()
+
+    def peers_may_have_changed(self) -> None:
+        """A namespace appeared: veths that pointed nowhere may now find their peer."""
+        if self._unpaired:
+            self._resolve_peers()
 
     # -- addresses, routes, neighbours -----------------------------------------------------
 
@@ -308,13 +354,19 @@ class NetlinkProbe:
         elif addr.cidr not in family:
             family.append(addr.cidr)
         node = self._nodes.get(addr.index)
-        if node is None:
-            return
-        key = "IPV4" if addr.family == 2 else "IPV6"
-        if family:
-            self.ctx.graph.update_node(node, {key: list(family)})
-        else:
-            self.ctx.graph.update_node(node, delete=[key])
+        if node is not None:
+            self._refresh_addrs(addr.index, node)
+
+    def _refresh_addrs(self, index: int, node: Node) -> None:
+        fam = self._addrs.get(index, {})
+        set_ = {}
+        delete = []
+        for family, key in ((AF_INET, "IPV4"), (AF_INET6, "IPV6")):
+            if fam.get(family):
+                set_[key] = list(fam[family])
+            else:
+                delete.append(key)
+        self.ctx.graph.update_node(node, set_, delete)
 
     def _on_route(self, route: nlm.Route) -> None:
         key = route.key
@@ -333,10 +385,12 @@ class NetlinkProbe:
         else:
             self._neighs[key] = neigh
         node = self._nodes.get(neigh.index)
-        if node is None:
-            return
+        if node is not None:
+            self._refresh_neighs(neigh.index, node)
+
+    def _refresh_neighs(self, index: int, node: Node) -> None:
         entries = sorted(
-            (n for (i, _), n in self._neighs.items() if i == neigh.index), key=lambda n: n.ip
+            (n for (i, _), n in self._neighs.items() if i == index), key=lambda n: n.ip
         )
         value = [
             {
@@ -370,18 +424,8 @@ class NetlinkProbe:
     async def _poll_metrics(self) -> None:
         while True:
             await asyncio.sleep(self.metrics_update)
-            try:
-                msgs = [m async for m in await self._ipr.link("dump")]
-            except Exception as exc:
-                log.warning("netlink (%s): metrics dump failed: %s", self.where, exc)
-                continue
-            now = self.ctx.graph.now()
-            for msg in msgs:
-                try:
-                    link = nlm.link_from_msg(msg)
-                except ProtocolError:
-                    continue
-                self._apply_metrics(link, now)
+            if self._sock is not None and "metrics" not in self._dumps.values():
+                self._dumps[self._sock.dump(RTM_GETLINK)] = "metrics"
 
     def _apply_metrics(self, link: nlm.Link, now: int) -> None:
         node = self._nodes.get(link.index)

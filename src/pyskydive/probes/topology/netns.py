@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 
 from pyskydive.graph import Node
 from pyskydive.probes.topology.inotify import (
@@ -23,6 +24,7 @@ from pyskydive.probes.topology.inotify import (
     Inotify,
 )
 from pyskydive.probes.topology.netlink import NetlinkProbe
+from pyskydive.probes.topology.nsutil import NetnsRunner
 from pyskydive.probes.topology.registry import TopologyContext, new_id
 from pyskydive.probes.topology.tid import netns_tid
 
@@ -60,8 +62,18 @@ class _Namespace:
 class NetnsProbe:
     """Follow ``run_path`` and keep one netns node (+ netlink sub-probe) per namespace."""
 
-    def __init__(self, ctx: TopologyContext, run_path: str, *, metrics_update: float) -> None:
+    def __init__(
+        self,
+        ctx: TopologyContext,
+        runner: NetnsRunner,
+        run_path: str,
+        *,
+        metrics_update: float,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
         self.ctx = ctx
+        self.runner = runner
+        self._on_change = on_change
         self.run_path = run_path
         self.metrics_update = metrics_update
         self._namespaces: dict[str, _Namespace] = {}
@@ -144,7 +156,12 @@ class NetnsProbe:
             new_id(), host.id, node.id, {"RelationType": "ownership"}, origin=self.ctx.origin
         )
         probe = NetlinkProbe(
-            self.ctx, node, ns_key=path, ns_path=path, metrics_update=self.metrics_update
+            self.ctx,
+            node,
+            self.runner,
+            ns_key=path,
+            ns_path=path,
+            metrics_update=self.metrics_update,
         )
         self.ctx.namespaces[path] = path
         self._namespaces[name] = _Namespace(name, path, node, probe)
@@ -155,6 +172,13 @@ class NetnsProbe:
             await self._remove(name)
             return
         log.debug("netns: %s added", path)
+        self._notify()
+
+    def _notify(self) -> None:
+        for ns in self._namespaces.values():
+            ns.probe.peers_may_have_changed()
+        if self._on_change is not None:
+            self._on_change()
 
     async def _remove(self, name: str) -> None:
         ns = self._namespaces.pop(name, None)

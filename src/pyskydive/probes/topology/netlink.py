@@ -31,7 +31,7 @@ from pyskydive.graph import Edge, Node
 from pyskydive.probes.topology import netlink_msg as nlm
 from pyskydive.probes.topology.nsutil import NetnsRunner
 from pyskydive.probes.topology.registry import ROOT_NS, TopologyContext, new_id
-from pyskydive.probes.topology.rtnl_decode import Done, Error, decode_with_seq
+from pyskydive.probes.topology.rtnl_decode import Done, Error, Skip, decode_with_seq
 from pyskydive.probes.topology.rtnl_socket import (
     RTM_GETADDR,
     RTM_GETLINK,
@@ -148,7 +148,7 @@ class NetlinkProbe:
 
     def _on_datagram(self, data: bytes) -> None:
         try:
-            for seq, record in decode_with_seq(data):
+            for seq, record in decode_with_seq(data, strict=False):
                 try:
                     self._on_record(seq, record)
                 except Exception:
@@ -178,6 +178,8 @@ class NetlinkProbe:
             self._on_neigh(record)
         elif isinstance(record, Done | Error):
             self._dump_done(record.seq, record)
+        elif isinstance(record, Skip) and record.reason.startswith("malformed"):
+            log.warning("netlink (%s): skipped a %s", self.where, record.reason)
 
     def _dump_done(self, seq: int, record: Done | Error) -> None:
         purpose = self._dumps.pop(seq, None)

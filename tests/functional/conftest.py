@@ -188,7 +188,7 @@ class Cluster:
             SKYDIVE_ANALYZER_LISTEN=f"127.0.0.1:{analyzer_port}",
             SKYDIVE_ANALYZERS=f"127.0.0.1:{analyzer_port}",
             SKYDIVE_AGENT_LISTEN=f"127.0.0.1:{agent_port or free_port()}",
-            SKYDIVE_LOGGING_LEVEL="DEBUG",
+            SKYDIVE_LOGGING_LEVEL="INFO",
             PYTHONPATH=str(ROOT / "src"),
         )
         env.update(extra or {})
@@ -274,8 +274,9 @@ class Subscriber:
     """A WebSocket subscriber that records every message it receives."""
 
     def __init__(self, port: int, path: str = "/ws/subscriber", **headers: str) -> None:
+        # legacy=True: a plain connection object (websockets >= 17.1 warns otherwise).
         self.ws: ClientConnection = connect(
-            f"ws://127.0.0.1:{port}{path}", additional_headers=headers, open_timeout=5
+            f"ws://127.0.0.1:{port}{path}", additional_headers=headers, open_timeout=5, legacy=True
         )
 
     def send(self, msg: dict[str, Any] | str) -> None:
@@ -312,6 +313,12 @@ class Subscriber:
 
     def close(self) -> None:
         self.ws.close()
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # -- composed set-ups -------------------------------------------------------------------

@@ -2,8 +2,11 @@
 
 Theory of operation
 -------------------
-The netlink probe's shell reads rtnetlink messages with pyroute2 (dumps and multicast events)
-and hands each one, already decoded by pyroute2, to one function here:
+This module defines the records (:class:`Link`, :class:`Addr`, :class:`Route`,
+:class:`Neighbor`) and the reference translation of pyroute2-decoded messages into them. The
+probe itself decodes raw bytes with :mod:`rtnl_decode` (14x faster, on the event-latency hot
+path), which is tested to give exactly the records this module gives: this translation, built
+on pyroute2's well-tested parser, is its oracle. One function per message type:
 
 ========================  =====================================  ==========================
 message (``nlmsghdr``)    function                               record

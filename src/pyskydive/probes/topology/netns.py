@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from pyskydive.graph import Node
 from pyskydive.probes.topology.inotify import (
@@ -102,11 +102,12 @@ class NetnsProbe:
 
     def _on_event(self, mask: int, name: str) -> None:
         if mask & (IN_CREATE | IN_MOVED_TO):
-            self._schedule(name, self._add(name, retry=True))
+            self._schedule(name, lambda: self._add(name, retry=True))
         elif mask & (IN_DELETE | IN_MOVED_FROM):
-            self._schedule(name, self._remove(name))
+            self._schedule(name, lambda: self._remove(name))
 
-    def _schedule(self, name: str, coro: object) -> None:
+    def _schedule(self, name: str, step: Callable[[], Awaitable[None]]) -> None:
+        """Run ``step`` after the previous step for the same name (events stay in order)."""
         previous = self._pending.get(name)
 
         async def run() -> None:
@@ -114,7 +115,7 @@ class NetnsProbe:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await previous
             try:
-                await coro  # type: ignore[misc]
+                await step()
             except Exception:
                 log.exception("netns: cannot follow %s", name)
             finally:

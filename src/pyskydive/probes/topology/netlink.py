@@ -121,6 +121,8 @@ class NetlinkProbe:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if self._synced is not None and not self._synced.done():
+            self._synced.set_exception(ProbeError(f"netlink ({self.where}): stopped"))
         if remove_nodes:
             for index in list(self._nodes):
                 self._remove_link(index)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -86,8 +87,12 @@ class NetnsProbe:
         self._watcher = Inotify(
             self.run_path, IN_CREATE | IN_DELETE | IN_MOVED_FROM | IN_MOVED_TO, self._on_event
         )
+        # Through _schedule, like inotify events, so an add and a removal of the same name
+        # never run at the same time; then wait for the initial ones to settle.
         for name in sorted(os.listdir(self.run_path)):
-            await self._add(name, retry=False)
+            self._schedule(name, functools.partial(self._add, name, retry=False))
+        while self._pending:
+            await asyncio.gather(*self._pending.values(), return_exceptions=True)
 
     async def stop(self) -> None:
         if self._watcher is not None:
@@ -169,7 +174,9 @@ class NetnsProbe:
         try:
             await probe.start()
         except Exception as exc:
-            log.warning("netns: cannot open %s: %s", path, exc)
+            # Gone already (created and deleted in a blink) is normal churn, not a warning.
+            level = logging.WARNING if os.path.exists(path) else logging.DEBUG
+            log.log(level, "netns: cannot open %s: %s", path, exc)
             await self._remove(name)
             return
         log.debug("netns: %s added", path)

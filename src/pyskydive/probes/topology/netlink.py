@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -76,13 +77,16 @@ class NetlinkProbe:
         self._nodes: dict[int, Node] = {}
         self._addrs: dict[int, dict[int, list[str]]] = {}  # ifindex -> family -> cidrs
         self._routes: dict[Any, nlm.Route] = {}
-        self._neighs: dict[tuple[int, str], nlm.Neighbor] = {}
+        # Per interface, so a change costs the routes and neighbours of that interface only
+        # (a root namespace with hundreds of veths sees a route change per veth).
+        self._routes_of: dict[int, set[Any]] = {}  # ifindex -> keys of routes via it
+        self._neighs: dict[int, dict[str, nlm.Neighbor]] = {}  # ifindex -> ip -> entry
+        self._dirty_routes: set[int] = set()
         self._l2: dict[tuple[str, int], Edge] = {}  # ("master"|"parent", child ifindex) -> edge
         self._nsid_keys: dict[int, str] = {}
         self._nsid_lookup: asyncio.Task[None] | None = None
         self._metrics: dict[int, dict[str, int]] = {}
         self._metric_start: dict[int, int] = {}
-        self._dirty_routes = False
         self._unpaired: set[int] = set()  # veths whose peer edge is not made yet
         # Dumps in flight: seq -> what to do with their replies and at their end.
         self._dumps: dict[int, str] = {}
@@ -133,6 +137,7 @@ class NetlinkProbe:
             self._seen = set()
             self._addrs.clear()
             self._routes.clear()
+            self._routes_of.clear()
             self._neighs.clear()
         self._dumps[self._sock.dump(RTM_GETLINK)] = purpose
         self._dumps[self._sock.dump(RTM_GETADDR)] = "addr"
@@ -196,7 +201,7 @@ class NetlinkProbe:
                 self._remove_link(index)
             self._seen = None
         elif purpose.endswith("-end"):
-            self._dirty_routes = True
+            self._dirty_routes.update(self._nodes)
             for index, node in self._nodes.items():
                 self._refresh_addrs(index, node)
                 self._refresh_neighs(index, node)
@@ -234,10 +239,15 @@ class NetlinkProbe:
         self._update_l2(link, previous)
         if link.peer_index is not None:
             self._unpaired.add(link.index)
+        if previous is not None and _is_up(previous) and not _is_up(link):
+            # The kernel flushes IPv4 routes through a link that goes down without a word.
+            self._purge_routes(link.index, only_family=AF_INET)
 
     def _remove_link(self, index: int) -> None:
         self._links.pop(index, None)
         self._unpaired.discard(index)
+        self._purge_routes(index)
+        self._neighs.pop(index, None)
         self._addrs.pop(index, None)
         self._metrics.pop(index, None)
         self._metric_start.pop(index, None)
@@ -374,28 +384,38 @@ class NetlinkProbe:
 
     def _on_route(self, route: nlm.Route) -> None:
         key = route.key
-        if route.deleted:
-            self._routes.pop(key, None)
-        else:
+        old = self._routes.pop(key, None)
+        if old is not None:
+            for index in _route_ifindexes(old):
+                self._routes_of.get(index, set()).discard(key)
+                self._dirty_routes.add(index)
+        if not route.deleted:
             self._routes[key] = route
-        self._dirty_routes = True
+            for index in _route_ifindexes(route):
+                self._routes_of.setdefault(index, set()).add(key)
+                self._dirty_routes.add(index)
+
+    def _purge_routes(self, index: int, only_family: int | None = None) -> None:
+        """Forget routes through ``index`` that the kernel removed without telling."""
+        for key in list(self._routes_of.get(index, ())):
+            route = self._routes.get(key)
+            if route is not None and (only_family is None or route.family == only_family):
+                self._on_route(dataclasses.replace(route, deleted=True))
 
     def _on_neigh(self, neigh: nlm.Neighbor) -> None:
         if neigh.family not in (nlm.AF_INET, nlm.AF_INET6):
             return  # bridge FDB entries churn with traffic; not part of Neighbors yet
-        key = (neigh.index, neigh.ip)
+        entries = self._neighs.setdefault(neigh.index, {})
         if neigh.deleted:
-            self._neighs.pop(key, None)
+            entries.pop(neigh.ip, None)
         else:
-            self._neighs[key] = neigh
+            entries[neigh.ip] = neigh
         node = self._nodes.get(neigh.index)
         if node is not None:
             self._refresh_neighs(neigh.index, node)
 
     def _refresh_neighs(self, index: int, node: Node) -> None:
-        entries = sorted(
-            (n for (i, _), n in self._neighs.items() if i == index), key=lambda n: n.ip
-        )
+        entries = self._neighs.get(index, {})
         value = [
             {
                 "IP": n.ip,
@@ -404,7 +424,7 @@ class NetlinkProbe:
                 "Flags": list(n.flags),
                 "IfIndex": n.index,
             }
-            for n in entries
+            for _, n in sorted(entries.items())
         ]
         if value:
             self.ctx.graph.update_node(node, {"Neighbors": value})
@@ -414,10 +434,13 @@ class NetlinkProbe:
     def _flush_routes(self) -> None:
         if not self._dirty_routes:
             return
-        self._dirty_routes = False
-        routes = list(self._routes.values())
-        for index, node in self._nodes.items():
-            tables = nlm.routing_tables(routes, index)
+        dirty, self._dirty_routes = self._dirty_routes, set()
+        for index in dirty:
+            node = self._nodes.get(index)
+            if node is None:
+                continue
+            keys = self._routes_of.get(index, ())
+            tables = nlm.routing_tables([self._routes[k] for k in keys], index)
             if tables:
                 self.ctx.graph.update_node(node, {"RoutingTables": tables})
             else:
@@ -477,6 +500,14 @@ def _foreign_keys(node: Node, keep: set[str]) -> set[str]:
         "LinkNetNsID",
     }
     return {k for k in node.metadata if k not in own} | keep
+
+
+def _is_up(link: nlm.Link) -> bool:
+    return link.metadata.get("State") == "UP"
+
+
+def _route_ifindexes(route: nlm.Route) -> set[int]:
+    return {hop["IfIndex"] for hop in route.nexthops if isinstance(hop.get("IfIndex"), int)}
 
 
 def _all_edges(ctx: TopologyContext, node: Node) -> list[Edge]:

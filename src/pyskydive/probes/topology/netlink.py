@@ -85,6 +85,7 @@ class NetlinkProbe:
         self._l2: dict[tuple[str, int], Edge] = {}  # ("master"|"parent", child ifindex) -> edge
         self._nsid_keys: dict[int, str] = {}
         self._nsid_lookup: asyncio.Task[None] | None = None
+        self._nsid_wanted: set[str] = set()
         self._metrics: dict[int, dict[str, int]] = {}
         self._metric_start: dict[int, int] = {}
         self._unpaired: set[int] = set()  # veths whose peer edge is not made yet
@@ -305,7 +306,7 @@ class NetlinkProbe:
             else:
                 known = self._nsid_keys.get(link.link_netnsid)
                 if known is None or known not in self.ctx.namespaces:
-                    self._lookup_nsids()
+                    self._lookup_nsids(self._peer_candidates(index, link.peer_index))
                     continue
                 peer_key = known
                 name = os.path.basename(peer_key) if peer_key else None
@@ -332,15 +333,33 @@ class NetlinkProbe:
                 origin=self.ctx.origin,
             )
 
-    def _lookup_nsids(self) -> None:
-        """Learn, in the background, which id this namespace gives each known namespace."""
-        if self._nsid_lookup is None or self._nsid_lookup.done():
+    def _peer_candidates(self, index: int, peer_index: int) -> set[str]:
+        """Namespaces holding a veth that could be the peer of ours (by ifindexes)."""
+        return {
+            key
+            for (key, idx), node in self.ctx.interfaces.items()
+            if idx == peer_index
+            and key != self.ns_key
+            and node.metadata.get("Type") == "veth"
+            and node.metadata.get("PeerIfIndex") in (index, None, 0)
+        }
+
+    def _lookup_nsids(self, candidates: set[str]) -> None:
+        """Learn, in the background, the ids this namespace gives to ``candidates``.
+
+        Only namespaces that hold a plausible peer are asked (each question is a socket
+        made inside this namespace), not every namespace of the host."""
+        known = set(self._nsid_keys.values())
+        self._nsid_wanted.update(k for k in candidates if k not in known)
+        if self._nsid_wanted and (self._nsid_lookup is None or self._nsid_lookup.done()):
             self._nsid_lookup = asyncio.create_task(self._learn_nsids())
 
     async def _learn_nsids(self) -> None:
         learned = 0
-        for key, path in list(self.ctx.namespaces.items()):
-            if key == self.ns_key or key in self._nsid_keys.values():
+        while self._nsid_wanted:
+            key = self._nsid_wanted.pop()
+            path = self.ctx.namespaces.get(key)
+            if path is None:
                 continue
             try:
                 nsid = await query_nsid(self.runner, self.ns_path, path)

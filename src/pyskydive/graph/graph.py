@@ -17,6 +17,7 @@ sub-graph an agent sent as a whole.
 from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 from pyskydive.graph.elements import Edge, Element, Metadata, Node, get_field, now_ms
@@ -87,6 +88,14 @@ def matches(element: Element, match: Mapping[str, Any]) -> bool:
     return True
 
 
+_EMPTY: frozenset[str] = frozenset()
+
+
+def _indexable(value: Any) -> bool:
+    """Values an index lookup answers exactly (bools would collide with 0/1)."""
+    return isinstance(value, str | int | float) and not isinstance(value, bool)
+
+
 def _index_values(value: Any) -> Iterator[Hashable]:
     if isinstance(value, list):
         for v in value:
@@ -145,19 +154,27 @@ class Graph:
         """Nodes whose metadata matches ``match``; indexed keys are looked up, not scanned."""
         if not match:
             return list(self._nodes.values())
-        candidates: set[str] | None = None
+        sets: list[AbstractSet[str]] = []
+        rest: dict[str, Any] = {}
         for key, value in match.items():
-            if key in self._index and isinstance(value, Hashable) and not callable(value):
-                ids = self._index[key].get(value, set())
-                candidates = set(ids) if candidates is None else candidates & ids
-                if not candidates:
-                    return []
-        pool: Iterable[Node]
-        if candidates is None:
-            pool = self._nodes.values()
-        else:
-            pool = (self._nodes[i] for i in candidates)
-        return [n for n in pool if matches(n, match)]
+            if key in self._index and _indexable(value):
+                sets.append(self._index[key].get(value, _EMPTY))
+            else:
+                rest[key] = value
+        if not sets:
+            return [n for n in self._nodes.values() if matches(n, match)]
+        sets.sort(key=len)
+        ids = sets[0] if len(sets) == 1 else set(sets[0]).intersection(*sets[1:])
+        nodes = self._nodes
+        if not rest:  # every term was answered by an index: no re-check needed
+            return [nodes[i] for i in ids]
+        return [n for n in (nodes[i] for i in ids) if matches(n, rest)]
+
+    def index_ids(self, key: str, value: Hashable) -> AbstractSet[str]:
+        """IDs of the nodes whose indexed ``key`` equals (or, for a list, holds) ``value``.
+
+        A read-only view of the index, not a copy: do not keep it across graph changes."""
+        return self._index[key].get(value, _EMPTY)
 
     def get_edges(self, match: Mapping[str, Any] | None = None) -> list[Edge]:
         if not match:

@@ -1,0 +1,67 @@
+"""Skydive's Gremlin dialect over the in-memory graph (DESIGN.md §2.4).
+
+::
+
+    parse(text) -> Query                       # QuerySyntaxError(position) on bad input
+    evaluate(query, graph, registry=..., timeout=30.0, now_ms=None) -> JSON-able result
+    to_dot(result) -> str                      # Graphviz for graph-shaped results
+    StepRegistry().register("Flows", handler)  # extension steps (see .registry)
+
+The package is pure: no I/O, no threads, no global state. Modules: ``_lexer``/``parser``
+(text to :mod:`.ast`), ``predicates`` (filters), ``values`` (what flows between steps),
+``steps``/``walk`` (built-in steps), ``registry`` (extension steps), ``evaluator``, ``dot``.
+"""
+
+from pyskydive.gremlin.ast import Arg, Call, Keyword, Query, Step
+from pyskydive.gremlin.dot import to_dot
+from pyskydive.gremlin.errors import QueryError, QuerySyntaxError
+from pyskydive.gremlin.evaluator import evaluate, run
+from pyskydive.gremlin.parser import MAX_DEPTH, MAX_QUERY_LENGTH, parse
+from pyskydive.gremlin.predicates import Filter, compile_filter, field_of
+from pyskydive.gremlin.registry import StepContext, StepHandler, StepRegistry
+from pyskydive.gremlin.steps import as_edges, as_items, as_nodes
+from pyskydive.gremlin.values import (
+    AllNodes,
+    EdgeList,
+    Getter,
+    GraphValue,
+    ItemList,
+    NodeList,
+    PathList,
+    Scalar,
+    ValueList,
+)
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_QUERY_LENGTH",
+    "AllNodes",
+    "Arg",
+    "Call",
+    "EdgeList",
+    "Filter",
+    "Getter",
+    "GraphValue",
+    "ItemList",
+    "Keyword",
+    "NodeList",
+    "PathList",
+    "Query",
+    "QueryError",
+    "QuerySyntaxError",
+    "Scalar",
+    "Step",
+    "StepContext",
+    "StepHandler",
+    "StepRegistry",
+    "ValueList",
+    "as_edges",
+    "as_items",
+    "as_nodes",
+    "compile_filter",
+    "evaluate",
+    "field_of",
+    "parse",
+    "run",
+    "to_dot",
+]

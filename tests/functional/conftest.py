@@ -189,6 +189,8 @@ class Cluster:
             SKYDIVE_ANALYZERS=f"127.0.0.1:{analyzer_port}",
             SKYDIVE_AGENT_LISTEN=f"127.0.0.1:{agent_port or free_port()}",
             SKYDIVE_LOGGING_LEVEL="INFO",
+            # Each process its own data directory: tests never touch /var/lib/skydive.
+            SKYDIVE_ANALYZER_DATA_DIR=str(self.tmp / f"data-{len(self.procs)}"),
             PYTHONPATH=str(ROOT / "src"),
         )
         env.update(extra or {})

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from pyskydive.agent.forwarder import Forwarder
 from pyskydive.api.app import ServiceContext, build_app
+from pyskydive.api.auth import build_auth
 from pyskydive.api.broadcast import Broadcaster
 from pyskydive.api.server import HTTPServer
+from pyskydive.api.tls import client_context, server_context
 from pyskydive.config import Config
 from pyskydive.errors import ProbeError
 from pyskydive.graph import Graph
@@ -52,7 +54,14 @@ async def run_agent(config: Config, *, serve_api: bool = True) -> AsyncIterator[
             log.warning("probe %r is not available in this version, skipped", name)
     metrics = float(config.agent.topology.netlink.metrics_update)
     broadcaster = Broadcaster(graph)
-    forwarder = Forwarder(graph, host_id, [str(a) for a in config.analyzers])
+    cluster = config.agent.auth.cluster
+    forwarder = Forwarder(
+        graph,
+        host_id,
+        [str(a) for a in config.analyzers],
+        credentials=(cluster.username, cluster.password) if cluster.username else None,
+        ssl_context=client_context(config.tls),
+    )
     app = build_app(
         ServiceContext(
             service="agent",
@@ -60,9 +69,16 @@ async def run_agent(config: Config, *, serve_api: bool = True) -> AsyncIterator[
             graph=graph,
             broadcaster=broadcaster,
             extra_status=lambda: {"Analyzers": forwarder.status()},
+            auth=build_auth(config, "agent"),
         )
     )
-    server = HTTPServer(app, config.agent.listen.host, config.agent.listen.port, name="agent")
+    server = HTTPServer(
+        app,
+        config.agent.listen.host,
+        config.agent.listen.port,
+        name="agent",
+        ssl_context=server_context(config.tls),
+    )
     runner = NetnsRunner()
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(runner.close)

@@ -7,15 +7,19 @@ dials ``ws://ANALYZER/ws/agent/topology`` with the agent's host ID. On connect i
 same loop iteration (so nothing can slip in between), a ``Sync`` of the whole graph, and from
 then on every change as the matching message. When the connection drops it discards its queue
 and dials again with exponential backoff (0.1 s up to 5 s); the next ``Sync`` makes the
-analyzer's copy exact again, whatever was missed. A refusal (409: the host ID is taken) is
-logged with the analyzer's reason and retried at the slow pace.
+analyzer's copy exact again, whatever was missed. A refusal (409: the host ID is taken; 401:
+the credentials of ``agent.auth.cluster`` are wrong) is logged with the analyzer's reason and
+retried at the slow pace. With TLS configured the link is ``wss://``, verified against
+``tls.ca_cert``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
+import ssl
 from typing import Any
 
 import orjson
@@ -37,8 +41,18 @@ BACKOFF_MAX = 5.0
 class AnalyzerLink:
     """The connection to one analyzer."""
 
-    def __init__(self, address: str, host_id: str, graph: Graph) -> None:
+    def __init__(
+        self,
+        address: str,
+        host_id: str,
+        graph: Graph,
+        *,
+        credentials: tuple[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.address = address
+        self.credentials = credentials  # agent.auth.cluster.{username,password}
+        self.ssl_context = ssl_context  # wss:// when TLS is configured
         self.host_id = host_id
         self.graph = graph
         self.queue: asyncio.Queue[str] | None = None
@@ -70,22 +84,29 @@ class AnalyzerLink:
 
     async def _run(self) -> None:
         delay = BACKOFF_MIN
-        url = f"ws://{self.address}/ws/agent/topology"
+        scheme = "wss" if self.ssl_context is not None else "ws"
+        url = f"{scheme}://{self.address}/ws/agent/topology"
         headers = {
             "X-Host-ID": self.host_id,
             "X-Client-Type": "skydive-agent",
             "X-Persistence-Policy": "DeleteOnDisconnect",
         }
+        if self.credentials is not None:
+            pair = ":".join(self.credentials).encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         while True:
             try:
                 async with connect(
                     url,
                     additional_headers=headers,
-                    open_timeout=5,
+                    # > the analyzer's longest brute-force delay (5 s, api/auth.py), so a
+                    # refused agent reads the refusal's reason rather than a timeout
+                    open_timeout=15,
                     ping_interval=5,
                     ping_timeout=10,
                     max_size=None,
                     compression=None,
+                    ssl=self.ssl_context,
                 ) as ws:
                     delay = BACKOFF_MIN
                     await self._serve(ws)
@@ -156,9 +177,20 @@ def _refusal_reason(exc: InvalidStatus) -> str:
 class Forwarder:
     """Graph listener feeding every :class:`AnalyzerLink`."""
 
-    def __init__(self, graph: Graph, host_id: str, analyzers: list[str]) -> None:
+    def __init__(
+        self,
+        graph: Graph,
+        host_id: str,
+        analyzers: list[str],
+        *,
+        credentials: tuple[str, str] | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.graph = graph
-        self.links = [AnalyzerLink(a, host_id, graph) for a in analyzers]
+        self.links = [
+            AnalyzerLink(a, host_id, graph, credentials=credentials, ssl_context=ssl_context)
+            for a in analyzers
+        ]
 
     async def __aenter__(self) -> Forwarder:
         self.graph.add_listener(self)

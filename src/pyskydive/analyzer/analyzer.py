@@ -8,9 +8,15 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from pyskydive.analyzer.hub import Hub
+from pyskydive.analyzer.rules import RuleEngine  # resources (issue 3)
+from pyskydive.analyzer.store import ResourceStore  # resources (issue 3)
 from pyskydive.api.app import ServiceContext, build_app
+from pyskydive.api.auth import build_auth  # auth (issue 3)
 from pyskydive.api.broadcast import Broadcaster
+from pyskydive.api.elements import ApiElements  # resources (issue 3)
+from pyskydive.api.resources import ResourceContext, restore_resources  # resources (issue 3)
 from pyskydive.api.server import HTTPServer
+from pyskydive.api.tls import server_context  # auth (issue 3)
 from pyskydive.config import Config
 from pyskydive.graph import Graph
 
@@ -29,9 +35,23 @@ class Analyzer:
 
 @contextlib.asynccontextmanager
 async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
+    # -- auth (issue 3): read htpasswd files and TLS files first, so bad ones fail at once --
+    auth = build_auth(config, "analyzer")
+    tls = server_context(config.tls)
     graph = Graph(host=config.host_id)
     hub = Hub(graph)
     broadcaster = Broadcaster(graph)
+    # -- resources (issue 3): the embedded store, API nodes/edges, live rules --
+    origin = f"analyzer.{config.host_id}"
+    store = ResourceStore(config.analyzer.data_dir)
+    rules = RuleEngine(graph, origin)
+    resources = ResourceContext(
+        store=store,
+        rules=rules,
+        elements=ApiElements(graph, store, origin, transient_keys=rules.merged_keys),
+    )
+    restore_resources(resources)
+    # -- end resources --
     app = build_app(
         ServiceContext(
             service="analyzer",
@@ -39,9 +59,13 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
             graph=graph,
             broadcaster=broadcaster,
             hub=hub,
+            resources=resources,  # issue 3
+            auth=auth,  # auth (issue 3)
         )
     )
     listen = config.analyzer.listen
-    async with HTTPServer(app, listen.host, listen.port, name="analyzer") as server:
+    async with HTTPServer(
+        app, listen.host, listen.port, name="analyzer", ssl_context=tls
+    ) as server:
         log.info("analyzer %s started", config.host_id)
         yield Analyzer(config, graph, hub, server)

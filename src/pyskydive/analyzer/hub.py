@@ -35,10 +35,12 @@ class AgentSession:
     delete_on_disconnect: bool = True
     messages: int = 0
     errors: int = 0
+    #: "agent" for agents, "publisher" for external tools (``/ws/publisher``, ``/ws/pubsub``).
+    service: str = "agent"
     origin: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self.origin = f"agent.{self.host_id}"
+        self.origin = f"{self.service}.{self.host_id}"
 
     def status(self) -> dict[str, Any]:
         host, _, port = self.remote.rpartition(":")
@@ -59,26 +61,34 @@ class AgentSession:
 class Hub:
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
-        self.agents: dict[str, AgentSession] = {}
+        self.agents: dict[str, AgentSession] = {}  # agents by host ID
+        self.publishers: dict[str, AgentSession] = {}  # other sessions by host ID
+
+    def _sessions(self, session: AgentSession) -> dict[str, AgentSession]:
+        return self.agents if session.service == "agent" else self.publishers
 
     def register(self, session: AgentSession) -> None:
-        existing = self.agents.get(session.host_id)
+        sessions = self._sessions(session)
+        existing = sessions.get(session.host_id)
         if existing is not None:
             raise AgentConflict(
-                f"an agent with host ID {session.host_id!r} is already connected "
-                f"from {existing.remote}"
+                f"a{'n' if session.service[0] in 'aeiou' else ''} {session.service} with host "
+                f"ID {session.host_id!r} is already connected from {existing.remote}"
             )
-        self.agents[session.host_id] = session
-        log.info("agent %s connected from %s", session.host_id, session.remote)
+        sessions[session.host_id] = session
+        log.info("%s %s connected from %s", session.service, session.host_id, session.remote)
 
     def unregister(self, session: AgentSession) -> None:
-        if self.agents.get(session.host_id) is not session:
+        sessions = self._sessions(session)
+        if sessions.get(session.host_id) is not session:
             return
-        del self.agents[session.host_id]
+        del sessions[session.host_id]
         removed = 0
         if session.delete_on_disconnect:
             removed = self.graph.delete_origin(session.origin)
-        log.info("agent %s disconnected (%d elements removed)", session.host_id, removed)
+        log.info(
+            "%s %s disconnected (%d elements removed)", session.service, session.host_id, removed
+        )
 
     # -- messages --------------------------------------------------------------------------
 

@@ -14,12 +14,17 @@ from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from pyskydive import __version__
 from pyskydive.analyzer.hub import Hub
+from pyskydive.api.auth import AuthPolicy, auth_middleware, auth_routes, open_policy
 from pyskydive.api.broadcast import Broadcaster
+from pyskydive.api.openapi import DOCS_HTML, openapi_spec
+from pyskydive.api.publisher import publisher_endpoint  # resources & publisher (issue 3)
+from pyskydive.api.resources import ResourceContext, resource_routes  # resources (issue 3)
+from pyskydive.api.topology import topology_query
 from pyskydive.api.ws import agent_endpoint, subscriber_endpoint
 from pyskydive.graph import Graph
 from pyskydive.graph.messages import encode
@@ -39,6 +44,9 @@ class ServiceContext:
     broadcaster: Broadcaster
     hub: Hub | None = None
     extra_status: Callable[[], dict[str, Any]] | None = None
+    resources: ResourceContext | None = None  # the analyzer's REST resources (issue 3)
+    #: Authentication and roles (api/auth.py); None: noauth.
+    auth: AuthPolicy | None = None
 
 
 class _JSON(Response):
@@ -55,6 +63,15 @@ def build_app(ctx: ServiceContext) -> Starlette:
     async def topology(request: Request) -> Response:
         return _JSON(ctx.graph.to_wire())
 
+    async def topology_post(request: Request) -> Response:
+        return await topology_query(request, ctx.graph)
+
+    async def openapi(request: Request) -> Response:
+        return _JSON(openapi_spec())
+
+    async def docs(request: Request) -> Response:
+        return HTMLResponse(DOCS_HTML)
+
     async def status(request: Request) -> Response:
         body: dict[str, Any] = {
             "Host": ctx.host_id,
@@ -66,6 +83,7 @@ def build_app(ctx: ServiceContext) -> Starlette:
         }
         if ctx.hub is not None:
             body["Agents"] = {h: s.status() for h, s in ctx.hub.agents.items()}
+            body["Publishers"] = {h: s.status() for h, s in ctx.hub.publishers.items()}  # issue 3
         if ctx.extra_status is not None:
             body.update(ctx.extra_status())
         return _JSON(body)
@@ -80,6 +98,9 @@ def build_app(ctx: ServiceContext) -> Starlette:
         Route("/api", api_root, methods=["GET"]),
         Route("/api/", api_root, methods=["GET"]),
         Route("/api/topology", topology, methods=["GET"]),
+        Route("/api/topology", topology_post, methods=["POST"]),
+        Route("/api/openapi.json", openapi, methods=["GET"]),
+        Route("/api/docs", docs, methods=["GET"]),
         Route("/api/status", status, methods=["GET"]),
         WebSocketRoute("/ws/subscriber", subscriber),
         WebSocketRoute("/ws/graph", subscriber),
@@ -92,4 +113,24 @@ def build_app(ctx: ServiceContext) -> Starlette:
             await agent_endpoint(ws, hub)
 
         routes.append(WebSocketRoute("/ws/agent/topology", agent))
-    return Starlette(routes=routes, exception_handlers={404: not_found})
+
+        # -- publishers (issue 3) --
+        async def publisher(ws: Any) -> None:
+            await publisher_endpoint(ws, hub)
+
+        async def pubsub(ws: Any) -> None:
+            await publisher_endpoint(ws, hub, ctx.broadcaster)
+
+        routes.append(WebSocketRoute("/ws/publisher", publisher))
+        routes.append(WebSocketRoute("/ws/pubsub", pubsub))
+    # -- REST resources (issue 3) --
+    if ctx.resources is not None:
+        routes += resource_routes(ctx.resources)
+    # --- authentication (api/auth.py): /login, /logout, and a check on every /api and /ws path
+    policy = ctx.auth or open_policy()
+    routes.extend(auth_routes(policy))
+    return Starlette(
+        routes=routes,
+        middleware=auth_middleware(policy),
+        exception_handlers={404: not_found},
+    )

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from typing import Any
 
+from pyskydive.api.filtered import GraphFilter
 from pyskydive.graph import Edge, Graph, Node, Op
 from pyskydive.graph import messages as wire
 
@@ -31,6 +32,8 @@ class Subscriber:
         self.connected_at = connected_at
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         self.overflowed = False
+        #: A Gremlin-filtered view (api/filtered.py): events go through it, not straight out.
+        self.view: GraphFilter | None = None
 
     def push(self, text: str) -> None:
         if self.overflowed:
@@ -65,11 +68,16 @@ class Broadcaster:
     def discard(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
 
-    def _send(self, type_: str, obj: Any) -> None:
+    def _send(self, type_: str, element: Node | Edge) -> None:
         if not self.subscribers:
             return
-        text = wire.encode(wire.envelope(type_, obj))
+        text: str | None = None
         for sub in self.subscribers:
+            if sub.view is not None:
+                sub.view.touched(element.id)
+                continue
+            if text is None:
+                text = wire.encode(wire.envelope(type_, element.to_wire()))
             sub.push(text)
 
     def _send_update(self, element: Node | Edge, ops: list[Op], full: str, partial: str) -> None:
@@ -78,7 +86,9 @@ class Broadcaster:
         full_text: str | None = None
         partial_text: str | None = None
         for sub in self.subscribers:
-            if sub.partial:
+            if sub.view is not None:
+                sub.view.touched(element.id)
+            elif sub.partial:
                 if partial_text is None:
                     partial_text = wire.encode(
                         wire.envelope(partial, wire.ops_to_obj(element, ops))
@@ -90,19 +100,19 @@ class Broadcaster:
                 sub.push(full_text)
 
     def on_node_added(self, node: Node) -> None:
-        self._send(wire.NODE_ADDED, node.to_wire())
+        self._send(wire.NODE_ADDED, node)
 
     def on_node_updated(self, node: Node, ops: list[Op]) -> None:
         self._send_update(node, ops, wire.NODE_UPDATED, wire.NODE_PARTIALLY_UPDATED)
 
     def on_node_deleted(self, node: Node) -> None:
-        self._send(wire.NODE_DELETED, node.to_wire())
+        self._send(wire.NODE_DELETED, node)
 
     def on_edge_added(self, edge: Edge) -> None:
-        self._send(wire.EDGE_ADDED, edge.to_wire())
+        self._send(wire.EDGE_ADDED, edge)
 
     def on_edge_updated(self, edge: Edge, ops: list[Op]) -> None:
         self._send_update(edge, ops, wire.EDGE_UPDATED, wire.EDGE_PARTIALLY_UPDATED)
 
     def on_edge_deleted(self, edge: Edge) -> None:
-        self._send(wire.EDGE_DELETED, edge.to_wire())
+        self._send(wire.EDGE_DELETED, edge)

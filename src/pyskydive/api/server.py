@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Generator
 from types import TracebackType
 from typing import Any
@@ -43,7 +44,15 @@ class _Server(uvicorn.Server):
 class HTTPServer:
     """``async with HTTPServer(app, host, port, name=...)`` serves until the block exits."""
 
-    def __init__(self, app: Any, host: str, port: int, *, name: str) -> None:
+    def __init__(
+        self,
+        app: Any,
+        host: str,
+        port: int,
+        *,
+        name: str,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.name = name
         logging.getLogger("uvicorn.error").addFilter(_DENIAL_NOISE)  # a set: added once
         config = uvicorn.Config(
@@ -59,6 +68,8 @@ class HTTPServer:
             ws_max_size=256 * 1024 * 1024,
             lifespan="off",
             timeout_graceful_shutdown=2,
+            # TLS (api/tls.py): our own context, built and checked at start-up.
+            ssl_context_factory=(lambda _cfg, _default: ssl_context) if ssl_context else None,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
@@ -98,7 +109,8 @@ class HTTPServer:
                     f"{self.name}: cannot listen on {self.address[0]}:{self.address[1]}: {reason}"
                 )
             await asyncio.sleep(0.01)
-        log.info("%s listening on %s:%d", self.name, self.address[0], self.address[1])
+        scheme = "https" if self._server.config.ssl else "http"
+        log.info("%s listening on %s://%s:%d", self.name, scheme, *self.address)
         return self
 
     async def __aexit__(

@@ -17,13 +17,18 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pyskydive.analyzer.hub import AgentConflict, AgentSession, Hub
 from pyskydive.api.broadcast import Broadcaster, Subscriber
-from pyskydive.errors import MessageError
+from pyskydive.api.filtered import GraphFilter
+from pyskydive.errors import MessageError, QueryError
 from pyskydive.graph import Graph, now_ms
 from pyskydive.graph import messages as wire
+from pyskydive.gremlin import evaluate
 
 __all__ = ["agent_endpoint", "handshake_option", "subscriber_endpoint"]
 
 log = logging.getLogger(__name__)
+
+#: Seconds a subscriber's Gremlin filter may take per evaluation.
+FILTER_TIMEOUT = 5.0
 
 
 def handshake_option(ws: WebSocket, name: str, default: str = "") -> str:
@@ -65,8 +70,33 @@ async def _pump(ws: WebSocket, sub: Subscriber) -> None:
         await ws.send_text(text)
 
 
+def _filter_of(msg: wire.Message) -> str | None:
+    obj = msg.obj if isinstance(msg.obj, dict) else {}
+    value = obj.get("GremlinFilter")
+    if value is not None and not isinstance(value, str):
+        raise MessageError("SyncRequest GremlinFilter must be a string")
+    return value or None
+
+
+def _make_view(query: str, graph: Graph, sub: Subscriber) -> GraphFilter:
+    """A filtered view, checked by a first evaluation (MessageError with the reason)."""
+    view = GraphFilter(query, graph, _evaluate_filter, sub.push)
+    try:
+        view.snapshot()
+    except QueryError as exc:
+        raise MessageError(f"GremlinFilter: {exc}") from exc
+    return view
+
+
+def _evaluate_filter(query: str, graph: Graph) -> object:
+    return evaluate(query, graph, timeout=FILTER_TIMEOUT)
+
+
 async def subscriber_endpoint(ws: WebSocket, graph: Graph, broadcaster: Broadcaster) -> None:
-    """``/ws/subscriber``: SyncRequest → SyncReply, then every graph event, in order."""
+    """``/ws/subscriber``: SyncRequest → SyncReply, then every graph event, in order.
+
+    With a Gremlin filter (``X-Gremlin-Filter`` header or ``SyncRequest.GremlinFilter``) the
+    stream is the filter's view instead: see :mod:`pyskydive.api.filtered`."""
     await ws.accept()
     partial = handshake_option(ws, "X-Update-Policy", "full").lower() == "partial"
     sub = Subscriber(
@@ -75,6 +105,14 @@ async def subscriber_endpoint(ws: WebSocket, graph: Graph, broadcaster: Broadcas
         client_type=handshake_option(ws, "X-Client-Type", "unknown"),
         connected_at=now_ms(),
     )
+    header_filter = handshake_option(ws, "X-Gremlin-Filter")
+    if header_filter:
+        try:
+            sub.view = _make_view(header_filter, graph, sub)
+        except MessageError as exc:
+            await ws.send_text(_error(str(exc)))
+            await ws.close(code=1008, reason="bad X-Gremlin-Filter")
+            return
     broadcaster.add(sub)
     pump = asyncio.create_task(_pump(ws, sub))
     try:
@@ -89,10 +127,14 @@ async def subscriber_endpoint(ws: WebSocket, graph: Graph, broadcaster: Broadcas
                     )
                 if msg.obj is not None and not isinstance(msg.obj, dict):
                     raise MessageError("SyncRequest Obj must be an object")
+                query = _filter_of(msg)
+                if query is not None:
+                    sub.view = _make_view(query, graph, sub)
             except MessageError as exc:
                 sub.push(_error(str(exc), uuid=None))
                 continue
-            reply = wire.envelope(wire.SYNC_REPLY, graph.to_wire(), uuid=msg.uuid, status=200)
+            body = sub.view.snapshot() if sub.view is not None else graph.to_wire()
+            reply = wire.envelope(wire.SYNC_REPLY, body, uuid=msg.uuid, status=200)
             sub.push(wire.encode(reply))
     except (WebSocketDisconnect, RuntimeError):
         pass

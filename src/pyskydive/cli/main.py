@@ -1,4 +1,4 @@
-"""``skydive``: the command line (agent, analyzer, allinone, version, config check).
+"""``skydive``: the command line (agent, analyzer, allinone, client, version, config check).
 
 Exit status: 0 on success and on a clean shutdown (SIGINT/SIGTERM), 1 when a running service
 fails, 2 on a usage or configuration error. Errors are one line on stderr, never a traceback.
@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 
 from pyskydive import __version__
+from pyskydive.client.cli import add_client_parser
+from pyskydive.client.cli import run as run_client
 from pyskydive.config import Config, ConfigError, load_config_with_warnings
 from pyskydive.errors import SkydiveError
 
@@ -46,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("agent", parents=[conf], help="run an agent (topology probes of this host)")
     sub.add_parser("analyzer", parents=[conf], help="run an analyzer (merges the agents)")
     sub.add_parser("allinone", parents=[conf], help="run an analyzer and an agent in one process")
+    add_client_parser(sub, conf)
     sub.add_parser("version", parents=[conf], help="print the version")
     config = sub.add_parser("config", parents=[conf], help="configuration tools")
     config_sub = config.add_subparsers(dest="config_command", metavar="ACTION", required=True)
@@ -110,6 +113,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"skydive: warning: {warning}", file=sys.stderr)
         print(f"{args.file}: OK")
         return 0
+    if args.command == "client":
+        return run_client(args)
     try:
         config, warnings = load_config_with_warnings(args.conf)
     except ConfigError as exc:
@@ -121,6 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.warning("%s", warning)
     try:
         asyncio.run(_serve(args.command, config))
+    except ConfigError as exc:  # found while starting (an htpasswd file, a certificate...)
+        print(f"skydive: configuration error: {exc}", file=sys.stderr)
+        return 2
     except SkydiveError as exc:
         print(f"skydive: {exc}", file=sys.stderr)
         return 1

@@ -13,20 +13,28 @@ the only step needed to add a key.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pyskydive.config.address import Address
 from pyskydive.config.fields import AddressList, LogLevel, NonEmptyStr, ProbeList, Seconds
 
 __all__ = [
+    "AgentAuthConfig",
+    "AgentClusterAuthConfig",
     "AgentConfig",
+    "AnalyzerAuthConfig",
     "AnalyzerConfig",
+    "ApiAuthConfig",
+    "AuthBackendConfig",
+    "ClusterAuthConfig",
     "Config",
     "LoggingConfig",
     "NetlinkConfig",
     "NetnsConfig",
+    "TLSConfig",
     "TopologyConfig",
 ]
 
@@ -69,18 +77,129 @@ class TopologyConfig(_Section):
     netlink: NetlinkConfig = Field(default_factory=NetlinkConfig)
 
 
+# --- authentication and TLS (DESIGN.md §2.2; Skydive v0.28 key names) ----------------------
+
+AuthType = Literal["noauth", "basic"]
+Role = Literal["admin", "guest"]
+
+#: The backend name that always exists, whether or not ``auth`` defines it.
+NOAUTH = "noauth"
+
+
+class AuthBackendConfig(_Section):
+    """``auth.<name>``: one named authentication backend.
+
+    ``type: basic`` checks users against an htpasswd ``file`` (bcrypt hashes) and/or the inline
+    ``users`` map; ``type: noauth`` lets everybody in as admin.  Every user of a backend has
+    its ``role`` unless ``roles`` names another one for that user.
+    """
+
+    type: AuthType
+    file: str | None = None
+    users: dict[str, str] = Field(default_factory=dict)
+    role: Role = "admin"
+    roles: dict[str, Role] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, data: Any) -> Any:
+        # SKYDIVE_AUTH_<NAME>='{type: basic, file: /etc/skydive/htpasswd}': a YAML mapping.
+        if isinstance(data, str):
+            try:
+                parsed = yaml.safe_load(data)
+            except yaml.YAMLError:
+                return data
+            return parsed if isinstance(parsed, dict) else data
+        return data
+
+    @field_validator("users", "roles", mode="before")
+    @classmethod
+    def _null_is_empty(cls, value: Any) -> Any:
+        # "users:" with every entry commented out (as in Skydive's example file) is YAML null
+        return {} if value is None else value
+
+    @model_validator(mode="after")
+    def _basic_needs_users(self) -> AuthBackendConfig:
+        if self.type == "basic" and not self.file and not self.users:
+            raise ValueError("a basic backend needs a 'file' (htpasswd) or 'users'")
+        return self
+
+
+class ApiAuthConfig(_Section):
+    """``analyzer.auth.api`` / ``agent.auth.api``: who may use this process's API."""
+
+    backend: NonEmptyStr = NOAUTH
+
+
+class ClusterAuthConfig(_Section):
+    """``analyzer.auth.cluster``: the backend agents authenticate against."""
+
+    backend: NonEmptyStr = NOAUTH
+
+
+class AgentClusterAuthConfig(_Section):
+    """``agent.auth.cluster``: the credentials the agent presents to the analyzers."""
+
+    username: str = ""
+    password: str = ""
+
+
+class AnalyzerAuthConfig(_Section):
+    """``analyzer.auth``."""
+
+    api: ApiAuthConfig = Field(default_factory=ApiAuthConfig)
+    cluster: ClusterAuthConfig = Field(default_factory=ClusterAuthConfig)
+
+
+class AgentAuthConfig(_Section):
+    """``agent.auth``."""
+
+    api: ApiAuthConfig = Field(default_factory=ApiAuthConfig)
+    cluster: AgentClusterAuthConfig = Field(default_factory=AgentClusterAuthConfig)
+
+
+class TLSConfig(_Section):
+    """``tls``: PEM files; with ``server_cert``/``server_key`` set, both the analyzer and the
+    agent serve HTTPS/WSS and the agent dials its analyzers with ``wss://``, verifying them
+    against ``ca_cert`` (the system CAs when unset).  ``client_cert``/``client_key`` are
+    presented by the agent; servers verify presented client certificates against ``ca_cert``.
+    """
+
+    server_cert: str | None = None
+    server_key: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    ca_cert: str | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TLSConfig:
+        for cert, key in (("server_cert", "server_key"), ("client_cert", "client_key")):
+            if bool(getattr(self, cert)) != bool(getattr(self, key)):
+                raise ValueError(f"{cert} and {key} must be set together")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.server_cert and self.server_key)
+
+
 class AgentConfig(_Section):
     """``agent``: the per-host process that runs the probes."""
 
     listen: Address = Address("127.0.0.1", 8081)
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    auth: AgentAuthConfig = Field(default_factory=AgentAuthConfig)
 
 
 class AnalyzerConfig(_Section):
     """``analyzer``: the process that aggregates agents and serves the API and UI."""
 
     listen: Address = Address("127.0.0.1", 8082)
+    auth: AnalyzerAuthConfig = Field(default_factory=AnalyzerAuthConfig)
+    #: Directory of the analyzer's embedded store (API resources, API-created nodes and edges),
+    #: created on the first write.
+    data_dir: NonEmptyStr = "/var/lib/skydive"
 
 
 class LoggingConfig(_Section):
@@ -101,3 +220,23 @@ class Config(_Section):
     analyzer: AnalyzerConfig = Field(default_factory=AnalyzerConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    auth: dict[str, AuthBackendConfig] = Field(default_factory=dict)
+    tls: TLSConfig = Field(default_factory=TLSConfig)
+
+    @field_validator("auth", mode="before")
+    @classmethod
+    def _no_backends(cls, value: Any) -> Any:
+        return {} if value is None else value  # "auth:" with its children commented out
+
+    @model_validator(mode="after")
+    def _auth_backends_exist(self) -> Config:
+        selected = (
+            ("analyzer.auth.api.backend", self.analyzer.auth.api.backend),
+            ("analyzer.auth.cluster.backend", self.analyzer.auth.cluster.backend),
+            ("agent.auth.api.backend", self.agent.auth.api.backend),
+        )
+        for key, name in selected:
+            if name != NOAUTH and name not in self.auth:
+                defined = ", ".join(sorted({NOAUTH, *self.auth}))
+                raise ValueError(f"{key}: no auth backend {name!r} (defined: {defined})")
+        return self

@@ -35,6 +35,7 @@ from pyskydive.analyzer.store import ResourceStore
 from pyskydive.api.elements import ApiElements, Conflict, NotFound
 from pyskydive.api.jsonpatch import apply_patch
 from pyskydive.errors import MessageError, SkydiveError
+from pyskydive.gremlin.probepath import capture_query
 
 __all__ = [
     "KINDS",
@@ -219,9 +220,12 @@ class _StoreKind:
         }.get(self.kind, ())
         for field in fields:
             if resource.get(field):
+                query = resource[field]
                 try:
-                    self.rc.rules.check_query(resource[field])
-                except SkydiveError as exc:
+                    if self.kind == "capture":  # a capture may be written as a probe path
+                        query = capture_query(query)
+                    self.rc.rules.check_query(query)
+                except (ValueError, SkydiveError) as exc:
                     raise _bad(field, str(exc)) from None
 
     def _check_duplicate(self, resource: dict[str, Any]) -> None:

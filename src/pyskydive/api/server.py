@@ -79,8 +79,11 @@ class HTTPServer:
         host, port = self.address
         try:
             infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-            family, _, _, _, sockaddr = infos[0]
-            sock = socket.socket(family, socket.SOCK_STREAM)
+            family, kind, proto, _, sockaddr = infos[0]
+            # Keep getaddrinfo's proto (IPPROTO_TCP): asyncio sets TCP_NODELAY only on such
+            # sockets, and without it every response waits ~40 ms for a delayed ACK (uvicorn
+            # writes the head and the body separately).
+            sock = socket.socket(family, kind, proto)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(sockaddr)

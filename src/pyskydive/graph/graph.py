@@ -16,6 +16,7 @@ sub-graph an agent sent as a whole.
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
@@ -88,7 +89,7 @@ def matches(element: Element, match: Mapping[str, Any]) -> bool:
     return True
 
 
-_EMPTY: frozenset[str] = frozenset()
+_EMPTY: Mapping[str, Node] = types.MappingProxyType({})
 
 
 def _indexable(value: Any) -> bool:
@@ -115,7 +116,9 @@ class Graph:
         self._edges: dict[str, Edge] = {}
         self._out: dict[str, dict[str, Edge]] = {}  # node id -> edges where it is the parent
         self._in: dict[str, dict[str, Edge]] = {}  # node id -> edges where it is the child
-        self._index: dict[str, dict[Hashable, set[str]]] = {k: {} for k in INDEXED_KEYS}
+        # key -> value -> {node id: node}: holding the nodes (not just IDs) lets a lookup
+        # copy its answer at C speed instead of fetching every node by ID.
+        self._index: dict[str, dict[Hashable, dict[str, Node]]] = {k: {} for k in INDEXED_KEYS}
         self._origins: dict[str, set[str]] = {}  # origin -> ids of its nodes and edges
         self._listeners: list[GraphListener] = []
 
@@ -154,27 +157,30 @@ class Graph:
         """Nodes whose metadata matches ``match``; indexed keys are looked up, not scanned."""
         if not match:
             return list(self._nodes.values())
-        sets: list[AbstractSet[str]] = []
+        found: list[Mapping[str, Node]] = []
         rest: dict[str, Any] = {}
         for key, value in match.items():
             if key in self._index and _indexable(value):
-                sets.append(self._index[key].get(value, _EMPTY))
+                found.append(self._index[key].get(value, _EMPTY))
             else:
                 rest[key] = value
-        if not sets:
+        if not found:
             return [n for n in self._nodes.values() if matches(n, match)]
-        sets.sort(key=len)
-        ids = sets[0] if len(sets) == 1 else set(sets[0]).intersection(*sets[1:])
-        nodes = self._nodes
+        found.sort(key=len)
+        smallest = found[0]
+        if len(found) == 1:
+            candidates = list(smallest.values())
+        else:
+            candidates = [n for i, n in smallest.items() if all(i in f for f in found[1:])]
         if not rest:  # every term was answered by an index: no re-check needed
-            return [nodes[i] for i in ids]
-        return [n for n in (nodes[i] for i in ids) if matches(n, rest)]
+            return candidates
+        return [n for n in candidates if matches(n, rest)]
 
     def index_ids(self, key: str, value: Hashable) -> AbstractSet[str]:
         """IDs of the nodes whose indexed ``key`` equals (or, for a list, holds) ``value``.
 
         A read-only view of the index, not a copy: do not keep it across graph changes."""
-        return self._index[key].get(value, _EMPTY)
+        return self._index[key].get(value, _EMPTY).keys()
 
     def get_edges(self, match: Mapping[str, Any] | None = None) -> list[Edge]:
         if not match:
@@ -224,17 +230,17 @@ class Graph:
         for key, idx in self._index.items():
             if key in md:
                 for v in _index_values(md[key]):
-                    idx.setdefault(v, set()).add(node.id)
+                    idx.setdefault(v, {})[node.id] = node
 
     def _index_remove(self, node: Node) -> None:
         md = node.metadata
         for key, idx in self._index.items():
             if key in md:
                 for v in _index_values(md[key]):
-                    ids = idx.get(v)
-                    if ids is not None:
-                        ids.discard(node.id)
-                        if not ids:
+                    nodes = idx.get(v)
+                    if nodes is not None:
+                        nodes.pop(node.id, None)
+                        if not nodes:
                             del idx[v]
 
     def _origin_add(self, element: Element) -> None:

@@ -369,7 +369,7 @@ def _import_evaluate(wait: float) -> Callable[..., Any]:
         try:
             from pyskydive.gremlin import evaluate
 
-            return evaluate  # type: ignore[no-any-return]
+            return evaluate
         except ImportError as exc:
             if time.monotonic() > deadline:
                 raise BenchError(f"pyskydive.gremlin is not importable: {exc}") from None

@@ -90,6 +90,7 @@ def matches(element: Element, match: Mapping[str, Any]) -> bool:
 
 
 _EMPTY: Mapping[str, Node] = types.MappingProxyType({})
+_NO_EDGES: Mapping[str, Edge] = types.MappingProxyType({})
 
 
 def _indexable(value: Any) -> bool:
@@ -194,6 +195,13 @@ class Graph:
     def in_edges(self, node_id: str, match: Mapping[str, Any] | None = None) -> list[Edge]:
         edges = self._in.get(node_id, {}).values()
         return [e for e in edges if not match or matches(e, match)]
+
+    def links(self, node_id: str) -> Iterator[tuple[Edge, str]]:
+        """Every edge of a node, in then out, with the node at its other end (no copies)."""
+        for e in self._in.get(node_id, _NO_EDGES).values():
+            yield e, e.parent
+        for e in self._out.get(node_id, _NO_EDGES).values():
+            yield e, e.child
 
     def children(self, node_id: str, edge_match: Mapping[str, Any] | None = None) -> list[Node]:
         return [self._nodes[e.child] for e in self.out_edges(node_id, edge_match)]

@@ -9,14 +9,14 @@ convention). ``Both()`` yields one node per edge, duplicates included, until ``D
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 from pyskydive.graph import Edge, Graph, Node
+from pyskydive.graph.graph import INDEXED_KEYS
 from pyskydive.gremlin.ast import Arg, Call
 from pyskydive.gremlin.predicates import Filter, compile_filter
 from pyskydive.gremlin.registry import StepContext
-from pyskydive.gremlin.steps import as_edges, as_nodes
+from pyskydive.gremlin.steps import as_edges, as_nodes, select_nodes
 from pyskydive.gremlin.values import EdgeList, GraphValue, NodeList, PathList
 
 __all__ = ["WALK_STEPS"]
@@ -132,49 +132,127 @@ def shortest_path(
 ) -> list[Node]:
     """Nodes from ``start`` to the nearest node matching ``target`` (edges in any direction).
 
-    Breadth first; among equally short paths, ownership links are followed first.
+    Breadth first; among equally short paths, ownership links are followed first. A node is
+    tested when it is queued, not when it is taken out, so the last (largest) level of the
+    search is never expanded; a target given by indexed keys is a set looked up once.
     """
-    previous: dict[str, str | None] = {start.id: None}
-    queue = deque([start.id])
+    targets = _target_ids(g, target, ctx)
+
+    def is_target(node_id: str) -> bool:
+        return node_id in targets if targets is not None else bool(target(nodes[node_id]))
+
     nodes = g.nodes
+    previous: dict[str, str | None] = {start.id: None}
+
+    def path_to(node_id: str) -> list[Node]:
+        path: list[Node] = []
+        cursor: str | None = node_id
+        while cursor is not None:
+            path.append(nodes[cursor])
+            cursor = previous[cursor]
+        path.reverse()
+        return path
+
+    if is_target(start.id):
+        return [start]
+    if targets is not None and len(targets) <= _BIDIRECTIONAL_MAX_TARGETS:
+        return _bidirectional(g, start.id, targets, edges, ctx)
+    queue = deque([start.id])
     steps = 0
     while queue:
         steps += 1
         if steps % 512 == 0:
             ctx.check()
         current = queue.popleft()
-        if target(nodes[current]):
-            path: list[Node] = []
-            cursor: str | None = current
-            while cursor is not None:
-                path.append(nodes[cursor])
-                cursor = previous[cursor]
-            path.reverse()
-            return path
         # Ties: Skydive walks edges in map order; we prefer ownership (containment) links,
         # which is also the path the original returned in the reference capture.
         later: list[str] = []
-        for e, other in _links(g, current):
+        for e, other in g.links(current):
             if other in previous or (edges is not None and not edges(e)):
                 continue
             if e.metadata.get("RelationType") == "ownership":
                 previous[other] = current
+                if is_target(other):
+                    return path_to(other)
                 queue.append(other)
             else:
                 later.append(other)
         for other in later:
             if other not in previous:
                 previous[other] = current
+                if is_target(other):
+                    return path_to(other)
                 queue.append(other)
     return []
 
 
-def _links(g: Graph, node_id: str) -> Iterator[tuple[Edge, str]]:
-    """Every edge of a node with the node at its other end."""
-    for e in g.in_edges(node_id):
-        yield e, e.parent
-    for e in g.out_edges(node_id):
-        yield e, e.child
+#: Up to this many known targets, search from both ends at once: a six-hop path then costs
+#: two three-hop balls instead of one six-hop ball (the last levels dominate).
+_BIDIRECTIONAL_MAX_TARGETS = 4096
+
+
+def _bidirectional(
+    g: Graph, start: str, targets: set[str], edges: Filter | None, ctx: StepContext
+) -> list[Node]:
+    """Shortest path from ``start`` to any of ``targets``, growing the smaller side a level
+    at a time; ownership links are followed first, as in the one-sided search."""
+    sides: tuple[dict[str, tuple[str | None, int]], dict[str, tuple[str | None, int]]] = (
+        {start: (None, 0)},
+        {t: (None, 0) for t in targets},
+    )
+    frontiers: list[list[str]] = [[start], sorted(targets)]
+    steps = 0
+    while frontiers[0] and frontiers[1]:
+        side = 0 if len(frontiers[0]) <= len(frontiers[1]) else 1
+        mine, other = sides[side], sides[1 - side]
+        best: tuple[int, str] | None = None
+        nxt: list[str] = []
+        for current in frontiers[side]:
+            steps += 1
+            if steps % 512 == 0:
+                ctx.check()
+            depth = mine[current][1] + 1
+            links = sorted(
+                g.links(current),
+                key=lambda link: link[0].metadata.get("RelationType") != "ownership",
+            )
+            for e, node_id in links:
+                if node_id in mine or (edges is not None and not edges(e)):
+                    continue
+                mine[node_id] = (current, depth)
+                nxt.append(node_id)
+                if node_id in other:
+                    total = depth + other[node_id][1]
+                    if best is None or total < best[0]:
+                        best = (total, node_id)
+        if best is not None:
+            meet = best[1]
+            forward, backward = (sides[0], sides[1])
+            path: list[str] = []
+            cursor: str | None = meet
+            while cursor is not None:
+                path.append(cursor)
+                cursor = forward[cursor][0]
+            path.reverse()
+            cursor = backward[meet][0]
+            while cursor is not None:
+                path.append(cursor)
+                cursor = backward[cursor][0]
+            return [g.nodes[i] for i in path]
+        frontiers[side] = nxt
+    return []
+
+
+def _ownership_last_is_false(link: tuple[Edge, str]) -> bool:
+    """Sort key putting ownership links first (False sorts before True)."""
+    return link[0].metadata.get("RelationType") != "ownership"
+
+
+def _target_ids(g: Graph, target: Filter, ctx: StepContext) -> set[str] | None:
+    """The IDs of every target when the filter has an indexed term (cheap); else None."""
+    if not any(k in INDEXED_KEYS for k in target.terms):
+        return None
+    return {n.id for n in select_nodes(g, target, ctx)}
 
 
 def step_shortest_path_to(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:

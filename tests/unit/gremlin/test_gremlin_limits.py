@@ -27,7 +27,7 @@ def big() -> Graph:
     "query",
     [
         "G.V().Both().Both().Both().Both().Count()",
-        "G.V().ShortestPathTo(Metadata('Name', 'nowhere'))",
+        "G.V().ShortestPathTo(Metadata('Missing', 'nowhere'))",
         "G.V().Neighbors('RelationType', 'layer2', 50).Count()",
         "G.V().Has('Name', Regex('if.*')).Both().Both().Both().Dedup().Count()",
     ],

@@ -234,6 +234,9 @@ class NetlinkProbe:
             self.ctx.interfaces[(self.ns_key, link.index)] = node
             graph.add_edge(new_id(), self.owner.id, node.id, dict(_OWNERSHIP), origin=node.origin)
         else:
+            override = self.ctx.type_overrides.get(node.id)
+            if override is not None:
+                md["Type"] = override
             keep = {"Metric", "LastUpdateMetric", "RoutingTables", "Neighbors", "LinkNetNsName"}
             gone = [k for k in node.metadata if k not in md and k not in _foreign_keys(node, keep)]
             graph.update_node(node, md, gone)
@@ -258,6 +261,7 @@ class NetlinkProbe:
         if node is None:
             return
         self.ctx.interfaces.pop((self.ns_key, index), None)
+        self.ctx.type_overrides.pop(node.id, None)
         self.ctx.graph.delete_node(node)
 
     # -- layer2 edges ----------------------------------------------------------------------

@@ -28,3 +28,6 @@ class TopologyContext:
     interfaces: dict[tuple[str, int], Node] = field(default_factory=dict)
     #: namespace key -> path of a file that opens it (``/proc/self/ns/net`` for the root).
     namespaces: dict[str, str] = field(default_factory=dict)
+    #: node ID -> the Type another probe knows better than netlink (OVS: ``internal``); the
+    #: netlink probe writes this Type instead of its own on every update of that node.
+    type_overrides: dict[str, str] = field(default_factory=dict)

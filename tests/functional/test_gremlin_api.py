@@ -99,3 +99,19 @@ def test_openapi_and_docs_page(pair: Pair) -> None:
         assert path in spec["paths"]
     page = httpx.get(f"http://127.0.0.1:{pair.port}/api/docs", timeout=5)
     assert page.status_code == 200 and "openapi.json" in page.text
+
+
+def test_pubsub_filter_sees_only_its_view(pair: Pair) -> None:
+    def node(node_id: str, type_: str) -> dict[str, object]:
+        return {"ID": node_id, "Metadata": {"Name": node_id, "Type": type_}, "Host": "ext"}
+
+    headers = {"X-Gremlin-Filter": "G.V().Has('Type', 'switch')", "X-Host-ID": "sktpubsub"}
+    with Subscriber(pair.port, "/ws/pubsub", **headers) as sub:
+        assert sub.sync()["Obj"]["Nodes"] == []
+        sub.send({"Namespace": "Graph", "Type": "NodeAdded", "Obj": node("sktother", "router")})
+        sub.send({"Namespace": "Graph", "Type": "NodeAdded", "Obj": node("sktsw1", "switch")})
+        added = sub.until(lambda m: m["Type"] == "NodeAdded")
+        assert [m["Obj"]["ID"] for m in added if m["Type"] == "NodeAdded"] == ["sktsw1"]
+        sub.send({"Namespace": "Graph", "Type": "NodeDeleted", "Obj": node("sktsw1", "switch")})
+        gone = sub.until(lambda m: m["Type"] == "NodeDeleted")[-1]
+        assert gone["Obj"]["ID"] == "sktsw1"

@@ -22,7 +22,15 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pyskydive.analyzer.hub import AgentConflict, AgentSession, Hub
 from pyskydive.api.broadcast import Broadcaster, Subscriber
-from pyskydive.api.ws import _error, _pump, _receive, _remote, handshake_option
+from pyskydive.api.ws import (
+    error_text,
+    handshake_option,
+    new_subscriber,
+    pump_to,
+    receive_text,
+    remote_of,
+    sync_reply,
+)
 from pyskydive.errors import MessageError
 from pyskydive.graph import messages as wire
 from pyskydive.graph import now_ms
@@ -38,7 +46,7 @@ async def publisher_endpoint(
     ws: WebSocket, hub: Hub, broadcaster: Broadcaster | None = None
 ) -> None:
     """Serve one publisher; with a ``broadcaster``, also a subscriber (``/ws/pubsub``)."""
-    remote = _remote(ws)
+    remote = remote_of(ws)
     policy = handshake_option(ws, "X-Persistence-Policy", "DeleteOnDisconnect")
     if policy not in POLICIES:
         await ws.send_denial_response(
@@ -67,23 +75,23 @@ async def publisher_endpoint(
     try:
         await ws.accept()
         if broadcaster is not None:
-            partial = handshake_option(ws, "X-Update-Policy", "full").lower() == "partial"
-            sub = Subscriber(
-                remote, partial=partial, client_type=session.client_type, connected_at=now_ms()
-            )
+            try:
+                sub = new_subscriber(ws, hub.graph, session.client_type)
+            except MessageError as exc:
+                await ws.send_text(error_text(str(exc)))
+                await ws.close(code=1008, reason="bad X-Gremlin-Filter")
+                return
             broadcaster.add(sub)
-            pump = asyncio.create_task(_pump(ws, sub))
+            pump = asyncio.create_task(pump_to(ws, sub))
         while True:
-            text = await _receive(ws)
+            text = await receive_text(ws)
             msg: wire.Message | None = None
             try:
                 msg = wire.parse(text)
                 if msg.type == wire.SYNC_REQUEST and msg.namespace == wire.GRAPH_NS:
                     if sub is None:
                         raise MessageError("a publisher cannot send SyncRequest (use /ws/pubsub)")
-                    obj = hub.graph.to_wire()
-                    reply = wire.envelope(wire.SYNC_REPLY, obj, uuid=msg.uuid, status=200)
-                    sub.push(wire.encode(reply))
+                    sub.push(sync_reply(sub, hub.graph, msg))
                     continue
                 hub.apply(session, msg)
                 continue
@@ -93,7 +101,7 @@ async def publisher_endpoint(
                 log.exception("publisher %s: cannot apply %s", session.host_id, msg)
                 reason = f"internal error: {exc}"
             session.errors += 1
-            error = _error(reason, msg.type if msg else None, msg.uuid if msg else None)
+            error = error_text(reason, msg.type if msg else None, msg.uuid if msg else None)
             if sub is not None:
                 sub.push(error)
             else:

@@ -23,7 +23,17 @@ from pyskydive.graph import Graph, now_ms
 from pyskydive.graph import messages as wire
 from pyskydive.gremlin import evaluate
 
-__all__ = ["agent_endpoint", "handshake_option", "subscriber_endpoint"]
+__all__ = [
+    "agent_endpoint",
+    "error_text",
+    "handshake_option",
+    "new_subscriber",
+    "pump_to",
+    "receive_text",
+    "remote_of",
+    "subscriber_endpoint",
+    "sync_reply",
+]
 
 log = logging.getLogger(__name__)
 
@@ -38,19 +48,19 @@ def handshake_option(ws: WebSocket, name: str, default: str = "") -> str:
     return default if value is None else value
 
 
-def _remote(ws: WebSocket) -> str:
+def remote_of(ws: WebSocket) -> str:
     client = ws.client
     return f"{client.host}:{client.port}" if client else "unknown"
 
 
-def _error(reason: str, of_type: str | None = None, uuid: str | None = None) -> str:
+def error_text(reason: str, of_type: str | None = None, uuid: str | None = None) -> str:
     obj = {"Error": reason}
     if of_type:
         obj["Type"] = of_type
     return wire.encode(wire.envelope("Error", obj, uuid=uuid, status=400))
 
 
-async def _receive(ws: WebSocket) -> str:
+async def receive_text(ws: WebSocket) -> str:
     """Next message as text (binary frames are decoded as UTF-8); raises on disconnect."""
     message = await ws.receive()
     if message["type"] == "websocket.disconnect":
@@ -61,7 +71,7 @@ async def _receive(ws: WebSocket) -> str:
     return str(text)
 
 
-async def _pump(ws: WebSocket, sub: Subscriber) -> None:
+async def pump_to(ws: WebSocket, sub: Subscriber) -> None:
     while True:
         text = await sub.queue.get()
         if text is None:
@@ -92,32 +102,48 @@ def _evaluate_filter(query: str, graph: Graph) -> object:
     return evaluate(query, graph, timeout=FILTER_TIMEOUT)
 
 
+def new_subscriber(ws: WebSocket, graph: Graph, client_type: str) -> Subscriber:
+    """A subscriber from the handshake options (``MessageError`` for a bad filter)."""
+    sub = Subscriber(
+        remote_of(ws),
+        partial=handshake_option(ws, "X-Update-Policy", "full").lower() == "partial",
+        client_type=handshake_option(ws, "X-Client-Type", client_type),
+        connected_at=now_ms(),
+    )
+    header_filter = handshake_option(ws, "X-Gremlin-Filter")
+    if header_filter:
+        sub.view = _make_view(header_filter, graph, sub)
+    return sub
+
+
+def sync_reply(sub: Subscriber, graph: Graph, msg: wire.Message) -> str:
+    """The ``SyncReply`` text answering ``msg``; a ``GremlinFilter`` in it becomes the view."""
+    if msg.obj is not None and not isinstance(msg.obj, dict):
+        raise MessageError("SyncRequest Obj must be an object")
+    query = _filter_of(msg)
+    if query is not None:
+        sub.view = _make_view(query, graph, sub)
+    body = sub.view.snapshot() if sub.view is not None else graph.to_wire()
+    return wire.encode(wire.envelope(wire.SYNC_REPLY, body, uuid=msg.uuid, status=200))
+
+
 async def subscriber_endpoint(ws: WebSocket, graph: Graph, broadcaster: Broadcaster) -> None:
     """``/ws/subscriber``: SyncRequest → SyncReply, then every graph event, in order.
 
     With a Gremlin filter (``X-Gremlin-Filter`` header or ``SyncRequest.GremlinFilter``) the
     stream is the filter's view instead: see :mod:`pyskydive.api.filtered`."""
     await ws.accept()
-    partial = handshake_option(ws, "X-Update-Policy", "full").lower() == "partial"
-    sub = Subscriber(
-        _remote(ws),
-        partial=partial,
-        client_type=handshake_option(ws, "X-Client-Type", "unknown"),
-        connected_at=now_ms(),
-    )
-    header_filter = handshake_option(ws, "X-Gremlin-Filter")
-    if header_filter:
-        try:
-            sub.view = _make_view(header_filter, graph, sub)
-        except MessageError as exc:
-            await ws.send_text(_error(str(exc)))
-            await ws.close(code=1008, reason="bad X-Gremlin-Filter")
-            return
+    try:
+        sub = new_subscriber(ws, graph, "unknown")
+    except MessageError as exc:
+        await ws.send_text(error_text(str(exc)))
+        await ws.close(code=1008, reason="bad X-Gremlin-Filter")
+        return
     broadcaster.add(sub)
-    pump = asyncio.create_task(_pump(ws, sub))
+    pump = asyncio.create_task(pump_to(ws, sub))
     try:
         while True:
-            text = await _receive(ws)
+            text = await receive_text(ws)
             try:
                 msg = wire.parse(text)
                 if msg.namespace != wire.GRAPH_NS or msg.type != wire.SYNC_REQUEST:
@@ -125,17 +151,9 @@ async def subscriber_endpoint(ws: WebSocket, graph: Graph, broadcaster: Broadcas
                         f"unexpected message {msg.namespace}/{msg.type} (a subscriber may "
                         "send Graph/SyncRequest)"
                     )
-                if msg.obj is not None and not isinstance(msg.obj, dict):
-                    raise MessageError("SyncRequest Obj must be an object")
-                query = _filter_of(msg)
-                if query is not None:
-                    sub.view = _make_view(query, graph, sub)
+                sub.push(sync_reply(sub, graph, msg))
             except MessageError as exc:
-                sub.push(_error(str(exc), uuid=None))
-                continue
-            body = sub.view.snapshot() if sub.view is not None else graph.to_wire()
-            reply = wire.envelope(wire.SYNC_REPLY, body, uuid=msg.uuid, status=200)
-            sub.push(wire.encode(reply))
+                sub.push(error_text(str(exc)))
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
@@ -156,7 +174,7 @@ async def agent_endpoint(ws: WebSocket, hub: Hub) -> None:
     policy = handshake_option(ws, "X-Persistence-Policy", "DeleteOnDisconnect")
     session = AgentSession(
         host_id=host_id,
-        remote=_remote(ws),
+        remote=remote_of(ws),
         client_type=handshake_option(ws, "X-Client-Type", "skydive-agent"),
         connected_at=now_ms(),
         delete_on_disconnect=policy != "Persistent",
@@ -170,7 +188,7 @@ async def agent_endpoint(ws: WebSocket, hub: Hub) -> None:
     try:
         await ws.accept()
         while True:
-            text = await _receive(ws)
+            text = await receive_text(ws)
             msg: wire.Message | None = None
             try:
                 msg = wire.parse(text)
@@ -185,7 +203,9 @@ async def agent_endpoint(ws: WebSocket, hub: Hub) -> None:
             session.errors += 1
             if session.errors <= 10 or session.errors % 1000 == 0:
                 log.warning("agent %s: bad message: %s", host_id, reason)
-            await ws.send_text(_error(reason, msg.type if msg else None, msg.uuid if msg else None))
+            await ws.send_text(
+                error_text(reason, msg.type if msg else None, msg.uuid if msg else None)
+            )
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:

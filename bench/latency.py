@@ -1,7 +1,7 @@
 """Event latency: a tap interface appears in the kernel → NodeAdded at an analyzer subscriber.
 
 Set-up: one ``skydive analyzer`` process, one ``skydive agent`` process connected to it (default
-probes: netlink, netns), and this process as a WebSocket subscriber of the analyzer.
+probes: netlink, netns, ethtool), and this process as a WebSocket subscriber of the analyzer.
 
 One cycle: ``t0`` is read immediately before the call that creates tap ``skblTTTNNNN``; the
 subscriber thread stamps every message the moment ``recv()`` hands it over, and the latency is

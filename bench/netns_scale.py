@@ -3,8 +3,8 @@
 Set-up: a linux bridge ``skbbrTTT`` and N namespaces ``skbnTTTNNN`` (default 100), each with a
 veth pair: ``skbiTTTNNN`` inside (up), ``skbhTTTNNN`` in the root namespace, enslaved to the
 bridge (up). Then one ``skydive analyzer`` and one ``skydive agent`` (default probes
-netlink,netns; ``metrics_update`` left at its default, 30 s) are started, and we wait until the
-analyzer's graph holds exactly those objects.
+netlink,netns,ethtool; ``metrics_update`` left at its default, 30 s) are started, and we wait
+until the analyzer's graph holds exactly those objects.
 
 1. At rest: after ``--settle`` seconds, CPU of the agent and the analyzer over ``--rest``
    seconds (utime+stime+cutime+cstime from /proc/PID/stat, so helpers the agent forks

@@ -1,7 +1,7 @@
 """Run the benchmarks and print one table: ``python3 bench/run.py [--quick] [NAME ...]``.
 
-Names: latency, netns_scale, sync, gremlin (default: all, in that order). A benchmark that fails is
-reported (with its reason) and the others still run; the exit status is 1 if any failed.
+Names: latency, netns_scale, sync, gremlin, ovs (default: all, in that order). A benchmark that
+fails is reported (with its reason) and the others still run; the exit status is 1 if any failed.
 ``--json FILE`` also writes every figure as JSON. Benchmarks report, they never assert.
 """
 
@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import gremlin
 import latency
 import netns_scale
+import ovs
 import sync
 from harness import BenchError, Result, format_table, install_signal_handlers
 
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, Callable[..., list[Result]]] = {
     netns_scale.NAME: netns_scale.run,
     sync.NAME: sync.run,
     gremlin.NAME: gremlin.run,
+    ovs.NAME: ovs.run,
 }
 
 

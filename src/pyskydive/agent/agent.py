@@ -16,10 +16,12 @@ from pyskydive.api.tls import client_context, server_context
 from pyskydive.config import Config
 from pyskydive.errors import ProbeError
 from pyskydive.graph import Graph
+from pyskydive.probes.topology.ethtool import EthtoolProbe
 from pyskydive.probes.topology.host import add_host_node
 from pyskydive.probes.topology.netlink import NetlinkProbe
 from pyskydive.probes.topology.netns import NetnsProbe
 from pyskydive.probes.topology.nsutil import NetnsRunner
+from pyskydive.probes.topology.ovsdb import OvsdbProbe
 from pyskydive.probes.topology.registry import ROOT_NS, TopologyContext
 
 __all__ = ["Agent", "run_agent"]
@@ -27,7 +29,7 @@ __all__ = ["Agent", "run_agent"]
 log = logging.getLogger(__name__)
 
 #: Probes this version implements; the config accepts names of later ones too.
-AVAILABLE_PROBES = ("netlink", "netns")
+AVAILABLE_PROBES = ("netlink", "netns", "ethtool", "ovsdb")
 
 
 @dataclass(eq=False)
@@ -105,6 +107,15 @@ async def run_agent(config: Config, *, serve_api: bool = True) -> AsyncIterator[
                     f"netns probe cannot watch {config.agent.topology.netns.run_path}: {exc}"
                 ) from exc
             stack.push_async_callback(netns.stop)
+        if "ethtool" in probes:
+            # After netlink and netns: it queues the interfaces they found, then follows.
+            ethtool = EthtoolProbe(ctx, runner)
+            await ethtool.start()
+            stack.push_async_callback(ethtool.stop)
+        if "ovsdb" in probes:
+            ovsdb = OvsdbProbe(ctx, config.ovs.ovsdb)
+            await ovsdb.start()
+            stack.push_async_callback(ovsdb.stop, remove_nodes=False)
         if serve_api:
             await stack.enter_async_context(server)
         await stack.enter_async_context(forwarder)

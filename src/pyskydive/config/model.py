@@ -34,6 +34,7 @@ __all__ = [
     "LoggingConfig",
     "NetlinkConfig",
     "NetnsConfig",
+    "OvsConfig",
     "TLSConfig",
     "TopologyConfig",
 ]
@@ -72,7 +73,7 @@ class NetlinkConfig(_Section):
 class TopologyConfig(_Section):
     """``agent.topology``: which topology probes run, and their settings."""
 
-    probes: ProbeList = Field(default_factory=lambda: ["netlink", "netns"])
+    probes: ProbeList = Field(default_factory=lambda: ["netlink", "netns", "ethtool"])
     netns: NetnsConfig = Field(default_factory=NetnsConfig)
     netlink: NetlinkConfig = Field(default_factory=NetlinkConfig)
 
@@ -202,6 +203,21 @@ class AnalyzerConfig(_Section):
     data_dir: NonEmptyStr = "/var/lib/skydive"
 
 
+class OvsConfig(_Section):
+    """``ovs``: how the agent reaches Open vSwitch."""
+
+    #: OVSDB server the ``ovsdb`` probe monitors: ``unix:PATH``, ``unix://PATH`` or
+    #: ``tcp:HOST:PORT``.
+    ovsdb: NonEmptyStr = "unix:///var/run/openvswitch/db.sock"
+
+    @field_validator("ovsdb")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if not value.startswith(("unix:", "tcp:")):
+            raise ValueError(f"{value!r}: expected unix:PATH, unix://PATH or tcp:HOST:PORT")
+        return value
+
+
 class LoggingConfig(_Section):
     """``logging``."""
 
@@ -220,6 +236,7 @@ class Config(_Section):
     analyzer: AnalyzerConfig = Field(default_factory=AnalyzerConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    ovs: OvsConfig = Field(default_factory=OvsConfig)
     auth: dict[str, AuthBackendConfig] = Field(default_factory=dict)
     tls: TLSConfig = Field(default_factory=TLSConfig)
 

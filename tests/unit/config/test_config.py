@@ -54,7 +54,7 @@ def test_defaults() -> None:
     assert cfg.analyzers == [Address("127.0.0.1", 8082)]
     assert cfg.analyzer.listen == Address("127.0.0.1", 8082)
     assert cfg.agent.listen == Address("127.0.0.1", 8081)
-    assert cfg.agent.topology.probes == ["netlink", "netns"]
+    assert cfg.agent.topology.probes == ["netlink", "netns", "ethtool"]
     assert cfg.agent.topology.netns.run_path == "/var/run/netns"
     assert cfg.agent.topology.netlink.metrics_update == 30
     assert cfg.agent.metadata == {}
@@ -266,6 +266,7 @@ def test_env_names_come_from_the_model() -> None:
         "SKYDIVE_AGENT_TOPOLOGY_NETNS_RUN_PATH",
         "SKYDIVE_AGENT_TOPOLOGY_NETLINK_METRICS_UPDATE",
         "SKYDIVE_LOGGING_LEVEL",
+        "SKYDIVE_OVS_OVSDB",
         # authentication and TLS
         "SKYDIVE_ANALYZER_AUTH_API_BACKEND",
         "SKYDIVE_ANALYZER_AUTH_CLUSTER_BACKEND",

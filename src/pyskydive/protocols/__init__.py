@@ -1,0 +1,1 @@
+"""Sans-I/O protocol codecs: bytes in, typed records out (no sockets, no asyncio)."""

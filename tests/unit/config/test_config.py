@@ -387,3 +387,11 @@ def test_check_config_reads_the_process_environment(
     monkeypatch.setenv("SKYDIVE_LOGGING_LEVEL", "LOUD")
     with pytest.raises(ConfigError, match=r"^SKYDIVE_LOGGING_LEVEL \(logging\.level\): "):
         check_config(path)
+
+
+def test_ovs_ovsdb(tmp_path: Path) -> None:
+    assert load_text(tmp_path, "").ovs.ovsdb == "unix:///var/run/openvswitch/db.sock"
+    env = {"SKYDIVE_OVS_OVSDB": "tcp:127.0.0.1:6640"}
+    assert load_text(tmp_path, "", env).ovs.ovsdb == "tcp:127.0.0.1:6640"
+    assert load_text(tmp_path, "ovs: {ovsdb: 'unix:/run/db.sock'}").ovs.ovsdb == "unix:/run/db.sock"
+    assert "ovs.ovsdb" in error_of(tmp_path, "ovs: {ovsdb: 'ssl:1.2.3.4:6640'}")

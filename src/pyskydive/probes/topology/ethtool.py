@@ -254,6 +254,9 @@ class EthtoolProbe:
 def build_update(current: dict[str, Any], info: EthtoolInfo) -> dict[str, Any]:
     """What to set on a node whose metadata is ``current`` from ``info``."""
     md = to_metadata(info)
+    if current.get("Driver") == "openvswitch":
+        # An OVS internal port: the kernel says "tun", but the device is Open vSwitch's.
+        md.pop("Driver", None)
     if not current.get("PeerIfIndex") and current.get("Type") == "veth":
         peer = peer_ifindex(md)
         if peer is not None:

@@ -30,7 +30,7 @@ from typing import Any
 from pyskydive.errors import ProbeError, ProtocolError
 from pyskydive.graph import Edge, Node
 from pyskydive.probes.topology import netlink_msg as nlm
-from pyskydive.probes.topology.nsutil import NetnsRunner
+from pyskydive.probes.topology.nsutil import NetnsRunner, RunnerClosed
 from pyskydive.probes.topology.registry import ROOT_NS, TopologyContext, new_id
 from pyskydive.probes.topology.rtnl_decode import Done, Error, Skip, decode_with_seq
 from pyskydive.probes.topology.rtnl_socket import (
@@ -89,6 +89,8 @@ class NetlinkProbe:
         self._metrics: dict[int, dict[str, int]] = {}
         self._metric_start: dict[int, int] = {}
         self._unpaired: set[int] = set()  # veths whose peer edge is not made yet
+        self._peers_dirty = False
+        self._peers_gen = -1
         # Dumps in flight: seq -> what to do with their replies and at their end.
         self._dumps: dict[int, str] = {}
         self._seen: set[int] | None = None  # links seen by a resync dump
@@ -232,6 +234,7 @@ class NetlinkProbe:
             node = graph.add_node(new_id(), md, origin=self.ctx.origin)
             self._nodes[link.index] = node
             self.ctx.interfaces[(self.ns_key, link.index)] = node
+            self.ctx.generation += 1
             graph.add_edge(new_id(), self.owner.id, node.id, dict(_OWNERSHIP), origin=node.origin)
         else:
             override = self.ctx.type_overrides.get(node.id)
@@ -243,6 +246,7 @@ class NetlinkProbe:
         self._update_l2(link, previous)
         if link.peer_index is not None:
             self._unpaired.add(link.index)
+            self._peers_dirty = True
         if previous is not None and _is_up(previous) and not _is_up(link):
             # The kernel flushes IPv4 routes through a link that goes down without a word.
             self._purge_routes(link.index, only_family=AF_INET)
@@ -294,8 +298,18 @@ class NetlinkProbe:
             new_id(), parent.id, child.id, {"RelationType": "layer2"}, origin=child.origin
         )
 
-    def _resolve_peers(self) -> None:
-        """Link each veth to its peer, which may live in another namespace."""
+    def _resolve_peers(self, *, force: bool = False) -> None:
+        """Link each veth to its peer, which may live in another namespace.
+
+        Runs after every datagram, so it returns at once unless a veth changed here or an
+        interface appeared anywhere since the last try (a peer in a namespace nobody watches
+        must not cost a scan per message)."""
+        if not self._unpaired:
+            return
+        if not force and not self._peers_dirty and self._peers_gen == self.ctx.generation:
+            return
+        self._peers_dirty = False
+        self._peers_gen = self.ctx.generation
         for index in list(self._unpaired):
             link = self._links.get(index)
             node = self._nodes.get(index)
@@ -367,6 +381,8 @@ class NetlinkProbe:
                 continue
             try:
                 nsid = await query_nsid(self.runner, self.ns_path, path)
+            except RunnerClosed:
+                return
             except OSError as exc:
                 log.debug("netlink (%s): nsid of %s: %s", self.where, path, exc)
                 continue
@@ -374,12 +390,12 @@ class NetlinkProbe:
                 self._nsid_keys[nsid] = key
                 learned += 1
         if learned:  # only then: an unresolvable peer must not loop back here forever
-            self._resolve_peers()
+            self._resolve_peers(force=True)
 
     def peers_may_have_changed(self) -> None:
         """A namespace appeared: veths that pointed nowhere may now find their peer."""
         if self._unpaired:
-            self._resolve_peers()
+            self._resolve_peers(force=True)
 
     # -- addresses, routes, neighbours -----------------------------------------------------
 

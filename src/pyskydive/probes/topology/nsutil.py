@@ -16,7 +16,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-__all__ = ["NetnsRunner"]
+from pyskydive.errors import ProbeError
+
+__all__ = ["NetnsRunner", "RunnerClosed"]
 
 T = TypeVar("T")
 
@@ -55,13 +57,20 @@ def call_in_netns(path: str, fn: Callable[[], T]) -> T:
         os.close(own)
 
 
+class RunnerClosed(ProbeError):
+    """The agent is stopping: no more work inside namespaces."""
+
+
 class NetnsRunner:
     """A single worker thread that runs blocking calls inside namespaces."""
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="netns")
+        self._closed = False
 
     async def run(self, path: str | None, fn: Callable[[], T]) -> T:
+        if self._closed:
+            raise RunnerClosed("the agent is stopping")
         loop = asyncio.get_running_loop()
         if path is None:
             return await loop.run_in_executor(self._pool, fn)
@@ -73,4 +82,5 @@ class NetnsRunner:
             raise
 
     def close(self) -> None:
+        self._closed = True
         self._pool.shutdown(wait=False, cancel_futures=True)

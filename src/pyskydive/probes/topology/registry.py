@@ -31,3 +31,5 @@ class TopologyContext:
     #: node ID -> the Type another probe knows better than netlink (OVS: ``internal``); the
     #: netlink probe writes this Type instead of its own on every update of that node.
     type_overrides: dict[str, str] = field(default_factory=dict)
+    #: Bumped whenever an interface appears: a veth that found no peer tries again only then.
+    generation: int = 0

@@ -289,7 +289,12 @@ async function main() {
       d.append(s);
       const needsId = path.includes('{id}');
       const idInput = document.createElement('input');
-      if (needsId) { idInput.placeholder = 'id'; d.append(idInput); }
+      if (needsId) {
+        const label = document.createElement('label');
+        label.textContent = 'id ';
+        label.append(idInput);
+        d.append(label);
+      }
       let body = null;
       if (op.requestBody) {
         body = document.createElement('textarea'); body.rows = 6;

@@ -8,7 +8,8 @@ from typing import Any
 
 from pyskydive.graph import Graph
 
-REFERENCE = Path("/work/shared/reference/skydive-0.3")
+# shared/ sits beside the repository (in CI too: a copy beside the clone).
+REFERENCE = Path(__file__).resolve().parents[3].parent / "shared" / "reference" / "skydive-0.3"
 DATA = Path(__file__).resolve().parents[2] / "data" / "gremlin"
 
 

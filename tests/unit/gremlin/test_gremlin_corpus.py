@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import yaml
-from gremlin_graphs import DATA, REFERENCE
+from gremlin_graphs import DATA, REFERENCE, need_reference
 
 from pyskydive.graph import Graph
 from pyskydive.gremlin import QueryError, evaluate, parse
@@ -29,6 +29,7 @@ def _ids(result: Any) -> list[str]:
 
 
 def _reference(name: str) -> Any:
+    need_reference()
     return json.loads((REFERENCE / name).read_text())
 
 

@@ -7,6 +7,8 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from pyskydive.analyzer.flow_steps import build_flow_registry  # flows (issue 5)
+from pyskydive.analyzer.flows import FlowStore  # flows (issue 5)
 from pyskydive.analyzer.hub import Hub
 from pyskydive.analyzer.rules import RuleEngine  # resources (issue 3)
 from pyskydive.analyzer.store import ResourceStore  # resources (issue 3)
@@ -31,6 +33,7 @@ class Analyzer:
     graph: Graph
     hub: Hub
     server: HTTPServer
+    flows: FlowStore | None = None  # flows (issue 5)
 
 
 @contextlib.asynccontextmanager
@@ -52,6 +55,7 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
     )
     restore_resources(resources)
     # -- end resources --
+    flows = FlowStore()  # flows (issue 5): POST /api/pcap, Gremlin flow steps
     app = build_app(
         ServiceContext(
             service="analyzer",
@@ -61,6 +65,8 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
             hub=hub,
             resources=resources,  # issue 3
             auth=auth,  # auth (issue 3)
+            flows=flows,  # flows (issue 5)
+            gremlin_steps=build_flow_registry(flows),  # flows (issue 5)
         )
     )
     listen = config.analyzer.listen
@@ -68,4 +74,4 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
         app, listen.host, listen.port, name="analyzer", ssl_context=tls
     ) as server:
         log.info("analyzer %s started", config.host_id)
-        yield Analyzer(config, graph, hub, server)
+        yield Analyzer(config, graph, hub, server, flows)

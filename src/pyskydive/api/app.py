@@ -18,16 +18,19 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 
 from pyskydive import __version__
+from pyskydive.analyzer.flows import FlowStore  # flows (issue 5)
 from pyskydive.analyzer.hub import Hub
 from pyskydive.api.auth import AuthPolicy, auth_middleware, auth_routes, open_policy
 from pyskydive.api.broadcast import Broadcaster
 from pyskydive.api.openapi import DOCS_HTML, openapi_spec
+from pyskydive.api.pcap import pcap_upload  # flows (issue 5)
 from pyskydive.api.publisher import publisher_endpoint  # resources & publisher (issue 3)
 from pyskydive.api.resources import ResourceContext, resource_routes  # resources (issue 3)
 from pyskydive.api.topology import topology_query
 from pyskydive.api.ws import agent_endpoint, subscriber_endpoint
 from pyskydive.graph import Graph
 from pyskydive.graph.messages import encode
+from pyskydive.gremlin import StepRegistry  # flows (issue 5)
 
 __all__ = ["ServiceContext", "build_app"]
 
@@ -47,6 +50,10 @@ class ServiceContext:
     resources: ResourceContext | None = None  # the analyzer's REST resources (issue 3)
     #: Authentication and roles (api/auth.py); None: noauth.
     auth: AuthPolicy | None = None
+    #: The analyzer's flows (issue 5): enables POST /api/pcap.
+    flows: FlowStore | None = None
+    #: Extension Gremlin steps (flow steps, issue 5) for POST /api/topology.
+    gremlin_steps: StepRegistry | None = None
 
 
 class _JSON(Response):
@@ -64,7 +71,7 @@ def build_app(ctx: ServiceContext) -> Starlette:
         return _JSON(ctx.graph.to_wire())
 
     async def topology_post(request: Request) -> Response:
-        return await topology_query(request, ctx.graph)
+        return await topology_query(request, ctx.graph, ctx.gremlin_steps)
 
     async def openapi(request: Request) -> Response:
         return _JSON(openapi_spec())
@@ -84,6 +91,8 @@ def build_app(ctx: ServiceContext) -> Starlette:
         if ctx.hub is not None:
             body["Agents"] = {h: s.status() for h, s in ctx.hub.agents.items()}
             body["Publishers"] = {h: s.status() for h, s in ctx.hub.publishers.items()}  # issue 3
+        if ctx.flows is not None:
+            body["Flows"] = ctx.flows.status()  # flows (issue 5)
         if ctx.extra_status is not None:
             body.update(ctx.extra_status())
         return _JSON(body)
@@ -123,6 +132,14 @@ def build_app(ctx: ServiceContext) -> Starlette:
 
         routes.append(WebSocketRoute("/ws/publisher", publisher))
         routes.append(WebSocketRoute("/ws/pubsub", pubsub))
+    # -- flows (issue 5): POST /api/pcap on the analyzer --
+    flow_store = ctx.flows
+    if flow_store is not None:
+
+        async def pcap(request: Request) -> Response:
+            return await pcap_upload(request, flow_store)
+
+        routes.append(Route("/api/pcap", pcap, methods=["POST"]))
     # -- REST resources (issue 3) --
     if ctx.resources is not None:
         routes += resource_routes(ctx.resources)

@@ -206,6 +206,35 @@ def openapi_spec() -> dict[str, Any]:
                 "responses": {"200": _json({}, "The query's result")} | _ERRORS,
             },
         },
+        "/api/pcap": {  # flows (issue 5)
+            "post": {
+                "summary": "Build flows from an uploaded pcap file (the packets' own timestamps)",
+                "tags": ["flows"],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/vnd.tcpdump.pcap": {
+                            "schema": {"type": "string", "format": "binary"}
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "Packets": _INT,
+                                "Flows": _INT,
+                                "DecodeErrors": _INT,
+                                "CaptureID": _STR,
+                            },
+                        },
+                        "Summary of the flows built",
+                    )
+                }
+                | _ERRORS,
+            }
+        },
         "/login": {
             "post": {
                 "summary": "Log in; sets the authtoken cookie and returns the token",

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from pyskydive.errors import QueryError
 from pyskydive.graph import Graph
-from pyskydive.gremlin import evaluate, to_dot
+from pyskydive.gremlin import StepRegistry, evaluate, to_dot
 
 __all__ = ["QUERY_TIMEOUT", "json_error", "topology_query"]
 
@@ -43,7 +43,9 @@ async def read_json_body(request: Request) -> Any:
         raise ValueError(f"the request body is not JSON: {exc}") from exc
 
 
-async def topology_query(request: Request, graph: Graph) -> Response:
+async def topology_query(
+    request: Request, graph: Graph, registry: StepRegistry | None = None
+) -> Response:
     try:
         body = await read_json_body(request)
     except ValueError as exc:
@@ -52,7 +54,7 @@ async def topology_query(request: Request, graph: Graph) -> Response:
     if not isinstance(query, str) or not query.strip():
         return json_error(400, "GremlinQuery: a Gremlin query string is required")
     try:
-        result = evaluate(query, graph, timeout=QUERY_TIMEOUT)
+        result = evaluate(query, graph, registry=registry, timeout=QUERY_TIMEOUT)
     except QueryError as exc:
         return json_error(400, str(exc))
     if DOT_MEDIA_TYPE in request.headers.get("accept", ""):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import types
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping
-from collections.abc import Set as AbstractSet
 from typing import Any, Protocol
 
 from pyskydive.graph.elements import Edge, Element, Metadata, Node, get_field, now_ms
@@ -176,12 +175,6 @@ class Graph:
         if not rest:  # every term was answered by an index: no re-check needed
             return candidates
         return [n for n in candidates if matches(n, rest)]
-
-    def index_ids(self, key: str, value: Hashable) -> AbstractSet[str]:
-        """IDs of the nodes whose indexed ``key`` equals (or, for a list, holds) ``value``.
-
-        A read-only view of the index, not a copy: do not keep it across graph changes."""
-        return self._index[key].get(value, _EMPTY).keys()
 
     def get_edges(self, match: Mapping[str, Any] | None = None) -> list[Edge]:
         if not match:

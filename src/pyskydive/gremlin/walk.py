@@ -30,44 +30,38 @@ def _filter(args: tuple[Arg, ...], ctx: StepContext) -> Filter | None:
     return compile_filter(args, ctx.step.position if ctx.step else 0)
 
 
-def step_out(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
+def _adjacent(
+    value: Any, args: tuple[Arg, ...], ctx: StepContext, *, out: bool, into: bool
+) -> NodeList:
+    """Neighbour nodes through out-edges (children) and/or in-edges (parents), one per edge,
+    kept when they match the step's filter."""
     flt, g = _filter(args, ctx), ctx.graph
     nodes = g.nodes
-    out: list[Node] = []
+    found: list[Node] = []
     for n in ctx.iterate(as_nodes(value, ctx)):
-        for e in g.out_edges(n.id):
-            child = nodes[e.child]
-            if flt is None or flt(child):
-                out.append(child)
-    return NodeList(out)
+        if out:
+            for e in g.out_edges(n.id):
+                child = nodes[e.child]
+                if flt is None or flt(child):
+                    found.append(child)
+        if into:
+            for e in g.in_edges(n.id):
+                parent = nodes[e.parent]
+                if flt is None or flt(parent):
+                    found.append(parent)
+    return NodeList(found)
+
+
+def step_out(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
+    return _adjacent(value, args, ctx, out=True, into=False)
 
 
 def step_in(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
-    flt, g = _filter(args, ctx), ctx.graph
-    nodes = g.nodes
-    out: list[Node] = []
-    for n in ctx.iterate(as_nodes(value, ctx)):
-        for e in g.in_edges(n.id):
-            parent = nodes[e.parent]
-            if flt is None or flt(parent):
-                out.append(parent)
-    return NodeList(out)
+    return _adjacent(value, args, ctx, out=False, into=True)
 
 
 def step_both(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
-    flt, g = _filter(args, ctx), ctx.graph
-    nodes = g.nodes
-    out: list[Node] = []
-    for n in ctx.iterate(as_nodes(value, ctx)):
-        for e in g.out_edges(n.id):
-            other = nodes[e.child]
-            if flt is None or flt(other):
-                out.append(other)
-        for e in g.in_edges(n.id):
-            other = nodes[e.parent]
-            if flt is None or flt(other):
-                out.append(other)
-    return NodeList(out)
+    return _adjacent(value, args, ctx, out=True, into=True)
 
 
 def step_out_e(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:

@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from pyskydive.analyzer.flow_steps import build_flow_registry  # flows (issue 5)
 from pyskydive.analyzer.flows import FlowStore  # flows (issue 5)
 from pyskydive.analyzer.hub import Hub
+from pyskydive.analyzer.ondemand import OnDemand  # captures (issue 5)
 from pyskydive.analyzer.rules import RuleEngine  # resources (issue 3)
 from pyskydive.analyzer.store import ResourceStore  # resources (issue 3)
+from pyskydive.api.agent_flow import FlowIngestStats, FlowUDPServer  # flows (issue 5)
 from pyskydive.api.app import ServiceContext, build_app
 from pyskydive.api.auth import build_auth  # auth (issue 3)
 from pyskydive.api.broadcast import Broadcaster
@@ -34,6 +36,7 @@ class Analyzer:
     hub: Hub
     server: HTTPServer
     flows: FlowStore | None = None  # flows (issue 5)
+    ondemand: OnDemand | None = None  # captures (issue 5)
 
 
 @contextlib.asynccontextmanager
@@ -55,7 +58,10 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
     )
     restore_resources(resources)
     # -- end resources --
-    flows = FlowStore()  # flows (issue 5): POST /api/pcap, Gremlin flow steps
+    flows = FlowStore()  # flows (issue 5): POST /api/pcap, agents' captures, Gremlin steps
+    flow_ingest = FlowIngestStats()
+    ondemand = OnDemand(graph, hub, store)  # captures (issue 5): tell agents what to capture
+    hub.on_synced = lambda session: ondemand.changed()
     app = build_app(
         ServiceContext(
             service="analyzer",
@@ -66,12 +72,18 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
             resources=resources,  # issue 3
             auth=auth,  # auth (issue 3)
             flows=flows,  # flows (issue 5)
+            flow_ingest=flow_ingest,
             gremlin_steps=build_flow_registry(flows),  # flows (issue 5)
         )
     )
     listen = config.analyzer.listen
-    async with HTTPServer(
-        app, listen.host, listen.port, name="analyzer", ssl_context=tls
-    ) as server:
+    async with contextlib.AsyncExitStack() as stack:
+        server = await stack.enter_async_context(
+            HTTPServer(app, listen.host, listen.port, name="analyzer", ssl_context=tls)
+        )
+        # agents sending flows over UDP (flow.protocol: udp) use the same port number
+        host, port = server.address
+        await stack.enter_async_context(FlowUDPServer(host, port, flows, flow_ingest))
+        await stack.enter_async_context(ondemand)
         log.info("analyzer %s started", config.host_id)
-        yield Analyzer(config, graph, hub, server, flows)
+        yield Analyzer(config, graph, hub, server, flows, ondemand)

@@ -8,16 +8,27 @@ NodeTID and by TrackingID use secondary indexes kept in step with the main map.
 Items are :class:`StoredFlow` objects: ``get(key)`` (dotted keys over the wire dict; ``Link``,
 ``Network`` and ``Transport`` alone give ``[A, B]`` so that ``Has('Network', x)`` matches
 either end, as in Skydive v0.28) and ``to_wire()``, which is what the Gremlin steps need.
+
+Listeners (``add_listener(fn)``) are called synchronously after each ``put`` (with a one-flow
+list) and each ``put_many`` (with the whole batch, once), with the wire dicts just stored; the
+flow stream (``/ws/subscriber/flow``) is one. They must be quick and must not raise: an
+exception is logged and counted in ``listener_errors``, and the other listeners still run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import logging
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from pyskydive.graph.elements import get_field
 
-__all__ = ["DEFAULT_MAX_FLOWS", "FlowStore", "StoredFlow"]
+__all__ = ["DEFAULT_MAX_FLOWS", "FlowListener", "FlowStore", "StoredFlow"]
+
+log = logging.getLogger(__name__)
+
+#: Called with the wire dicts of the flows just stored.
+FlowListener = Callable[[list[dict[str, Any]]], None]
 
 DEFAULT_MAX_FLOWS = 500_000
 
@@ -62,6 +73,8 @@ class FlowStore:
         self._flows: dict[str, StoredFlow] = {}  # insertion order = age (oldest first)
         self._by_node: dict[str, dict[str, None]] = {}
         self._by_tracking: dict[str, dict[str, None]] = {}
+        self._listeners: list[FlowListener] = []
+        self.listener_errors = 0
 
     def __len__(self) -> int:
         return len(self._flows)
@@ -72,8 +85,34 @@ class FlowStore:
     def get(self, uuid: str) -> StoredFlow | None:
         return self._flows.get(uuid)
 
+    def add_listener(self, listener: FlowListener) -> None:
+        """Call ``listener`` with the wire dicts of every later ``put``/``put_many``."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: FlowListener) -> None:
+        """Stop calling ``listener``; unknown listeners are ignored."""
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
     def put(self, wire: dict[str, Any]) -> None:
         """Store (or replace) one flow given as its wire dict; it needs a non-empty UUID."""
+        self._store(wire)
+        self._notify([wire])
+
+    def put_many(self, wires: Iterable[dict[str, Any]]) -> int:
+        """Store a batch; listeners hear of it once. A flow without UUID raises ``ValueError``
+        after the flows before it were stored (and notified)."""
+        stored: list[dict[str, Any]] = []
+        try:
+            for w in wires:
+                self._store(w)
+                stored.append(w)
+        finally:
+            if stored:
+                self._notify(stored)
+        return len(stored)
+
+    def _store(self, wire: dict[str, Any]) -> None:
         uuid = wire.get("UUID")
         if not isinstance(uuid, str) or not uuid:
             raise ValueError("a flow needs a UUID")
@@ -89,12 +128,13 @@ class FlowStore:
             self._unindex(self._flows.pop(oldest))
             self.evicted += 1
 
-    def put_many(self, wires: Iterable[dict[str, Any]]) -> int:
-        n = 0
-        for w in wires:
-            self.put(w)
-            n += 1
-        return n
+    def _notify(self, wires: list[dict[str, Any]]) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(wires)
+            except Exception:  # a listener's bug must not undo or block the store
+                self.listener_errors += 1
+                log.exception("flow listener %r failed", listener)
 
     def remove(self, uuid: str) -> bool:
         flow = self._flows.pop(uuid, None)

@@ -10,6 +10,7 @@ change, so a bad one changes nothing and is answered with its reason.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,10 @@ class AgentSession:
     #: "agent" for agents, "publisher" for external tools (``/ws/publisher``, ``/ws/pubsub``).
     service: str = "agent"
     origin: str = field(init=False)
+    #: Sends a text frame to the agent (set by the WebSocket endpoint; None in tests).
+    send: Callable[[str], None] | None = None
+    #: The last capture set sent to this agent (analyzer/ondemand.py); None: none yet.
+    captures_sent: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         self.origin = f"{self.service}.{self.host_id}"
@@ -63,6 +68,8 @@ class Hub:
         self.graph = graph
         self.agents: dict[str, AgentSession] = {}  # agents by host ID
         self.publishers: dict[str, AgentSession] = {}  # other sessions by host ID
+        #: Called after an agent's Sync is applied (on-demand captures are sent then).
+        self.on_synced: Callable[[AgentSession], None] | None = None
 
     def _sessions(self, session: AgentSession) -> dict[str, AgentSession]:
         return self.agents if session.service == "agent" else self.publishers
@@ -218,3 +225,5 @@ class Hub:
         for erec in edges:
             self._upsert_edge(session, erec)
         log.info("agent %s synced: %d nodes, %d edges", session.host_id, len(nodes), len(edges))
+        if self.on_synced is not None and session.service == "agent":
+            self.on_synced(session)

@@ -20,8 +20,10 @@ from starlette.routing import Route, WebSocketRoute
 from pyskydive import __version__
 from pyskydive.analyzer.flows import FlowStore  # flows (issue 5)
 from pyskydive.analyzer.hub import Hub
+from pyskydive.api.agent_flow import FlowIngestStats, agent_flow_endpoint
 from pyskydive.api.auth import AuthPolicy, auth_middleware, auth_routes, open_policy
 from pyskydive.api.broadcast import Broadcaster
+from pyskydive.api.flow_ws import flow_subscriber_endpoint  # flow stream
 from pyskydive.api.openapi import DOCS_HTML, openapi_spec
 from pyskydive.api.pcap import pcap_upload  # flows (issue 5)
 from pyskydive.api.publisher import publisher_endpoint  # resources & publisher (issue 3)
@@ -52,6 +54,8 @@ class ServiceContext:
     auth: AuthPolicy | None = None
     #: The analyzer's flows (issue 5): enables POST /api/pcap.
     flows: FlowStore | None = None
+    #: Counters of the agents' flow batches (/ws/agent/flow, UDP); None: no agent flows.
+    flow_ingest: FlowIngestStats | None = None
     #: Extension Gremlin steps (flow steps, issue 5) for POST /api/topology.
     gremlin_steps: StepRegistry | None = None
 
@@ -93,6 +97,8 @@ def build_app(ctx: ServiceContext) -> Starlette:
             body["Publishers"] = {h: s.status() for h, s in ctx.hub.publishers.items()}  # issue 3
         if ctx.flows is not None:
             body["Flows"] = ctx.flows.status()  # flows (issue 5)
+            if ctx.flow_ingest is not None:
+                body["Flows"]["FromAgents"] = ctx.flow_ingest.status()
         if ctx.extra_status is not None:
             body.update(ctx.extra_status())
         return _JSON(body)
@@ -140,6 +146,19 @@ def build_app(ctx: ServiceContext) -> Starlette:
             return await pcap_upload(request, flow_store)
 
         routes.append(Route("/api/pcap", pcap, methods=["POST"]))
+
+        async def flow_subscriber(ws: Any) -> None:  # flow stream
+            await flow_subscriber_endpoint(ws, flow_store, ctx.graph)
+
+        routes.append(WebSocketRoute("/ws/subscriber/flow", flow_subscriber))
+
+        flow_stats = ctx.flow_ingest
+        if flow_stats is not None:  # agents' capture flows (analyzer only)
+
+            async def agent_flow(ws: Any) -> None:
+                await agent_flow_endpoint(ws, flow_store, flow_stats)
+
+            routes.append(WebSocketRoute("/ws/agent/flow", agent_flow))
     # -- REST resources (issue 3) --
     if ctx.resources is not None:
         routes += resource_routes(ctx.resources)

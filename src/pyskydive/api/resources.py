@@ -30,12 +30,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from pyskydive.analyzer.ondemand import capture_nodes
 from pyskydive.analyzer.rules import RuleEngine
 from pyskydive.analyzer.store import ResourceStore
 from pyskydive.api.elements import ApiElements, Conflict, NotFound
 from pyskydive.api.jsonpatch import apply_patch
 from pyskydive.errors import MessageError, SkydiveError
+from pyskydive.flow.captures import CAPTURE_TYPES, unsupported_reason
 from pyskydive.gremlin.probepath import capture_query
+from pyskydive.protocols.bpf import BPFError, compile_filter
 
 __all__ = [
     "KINDS",
@@ -228,6 +231,25 @@ class _StoreKind:
                 except (ValueError, SkydiveError) as exc:
                     raise _bad(field, str(exc)) from None
 
+    def _check_capture(self, resource: dict[str, Any]) -> None:
+        """400 for a filter libpcap rejects, an unknown type, or nodes none can run on."""
+        if self.kind != "capture":
+            return
+        ctype = str(resource.get("Type") or "")
+        if ctype and ctype not in CAPTURE_TYPES:
+            raise _bad("Type", f"{ctype!r} is not a capture type ({', '.join(CAPTURE_TYPES)})")
+        try:
+            compile_filter(str(resource.get("BPFFilter") or ""))
+        except BPFError as exc:
+            raise _bad("BPFFilter", exc.reason) from None
+        try:
+            nodes = capture_nodes(resource, self.rc.rules.graph)
+        except SkydiveError:
+            return  # _check_queries reported it
+        reasons = [unsupported_reason(ctype, n.metadata) for n in nodes]
+        if nodes and all(reasons):
+            raise _bad("GremlinQuery", f"no node it selects can be captured: {reasons[0]}")
+
     def _check_duplicate(self, resource: dict[str, Any]) -> None:
         if self.kind != "capture":
             return
@@ -267,6 +289,7 @@ class _StoreKind:
         if self.kind == "alert":
             resource["CreateTime"] = _now_rfc3339()
         self._check_queries(resource)
+        self._check_capture(resource)
         self._check_duplicate(resource)
         self.rc.store.put(self.kind, resource["UUID"], resource)
         self._arm(resource)
@@ -282,6 +305,7 @@ class _StoreKind:
         if new == old:
             return None
         self._check_queries(new)
+        self._check_capture(new)
         self._check_duplicate(new)
         self.rc.store.put(self.kind, resource_id, new)
         self._disarm(resource_id)

@@ -185,8 +185,12 @@ async def agent_endpoint(ws: WebSocket, hub: Hub) -> None:
         log.warning("refused agent from %s: %s", session.remote, exc)
         await ws.send_denial_response(JSONResponse({"Error": str(exc)}, status_code=409))
         return
+    outbox: asyncio.Queue[str] = asyncio.Queue()
+    writer: asyncio.Task[None] | None = None
     try:
         await ws.accept()
+        writer = asyncio.create_task(_drain(ws, outbox), name=f"agent-writer:{host_id}")
+        session.send = outbox.put_nowait  # analyzer → agent (on-demand captures)
         while True:
             text = await receive_text(ws)
             msg: wire.Message | None = None
@@ -203,10 +207,21 @@ async def agent_endpoint(ws: WebSocket, hub: Hub) -> None:
             session.errors += 1
             if session.errors <= 10 or session.errors % 1000 == 0:
                 log.warning("agent %s: bad message: %s", host_id, reason)
-            await ws.send_text(
+            outbox.put_nowait(
                 error_text(reason, msg.type if msg else None, msg.uuid if msg else None)
             )
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
+        session.send = None
         hub.unregister(session)
+        if writer is not None:
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await writer
+
+
+async def _drain(ws: WebSocket, outbox: asyncio.Queue[str]) -> None:
+    """Write queued frames to ``ws`` in order (one writer: frames never interleave)."""
+    while True:
+        await ws.send_text(await outbox.get())

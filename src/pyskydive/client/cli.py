@@ -8,7 +8,8 @@
     status
     query GREMLIN            (also: topology query [GREMLIN | --gremlin GREMLIN] [--format dot])
     topology get
-    capture  create (--gremlin Q | -p PROBE_PATH) [--bpf F] [--type T] [--name N] ...
+    capture  create (--gremlin Q | -p PROBE_PATH | --node TID) [--bpf F] [--type T] [--name N]
+    capture  delete ID|PROBE_PATH|GREMLIN...  (a path or query: every capture on that query)
     alert    create --expression E [--action URL] [--trigger graph|duration:10s]
     node     create --node-type T --name N [--metadata k=v,...]
     edge     create --parent ID --child ID --relation-type R [--metadata k=v,...]
@@ -43,7 +44,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 
 from pyskydive.client.api import Client, ClientError
-from pyskydive.client.defs import parse_metadata, probe_path_to_gremlin
+from pyskydive.client.defs import gremlin_string, parse_metadata, probe_path_to_gremlin
 from pyskydive.client.table import (
     RESOURCE_COLUMNS,
     format_query_result,
@@ -52,6 +53,7 @@ from pyskydive.client.table import (
 )
 from pyskydive.config import Address, ConfigError, load_config_with_warnings
 from pyskydive.errors import SkydiveError
+from pyskydive.gremlin.probepath import capture_query
 
 __all__ = ["DEFAULT_ANALYZER", "UsageError", "add_client_parser", "resolve_analyzer", "run"]
 
@@ -244,6 +246,52 @@ def _delete(resource: str) -> Handler:
     return handler
 
 
+def _capture_selector(ident: str) -> str | None:
+    """The Gremlin of a ``capture delete`` argument written as a probe path or a query, or
+    None for a capture ID (an argument without ``/``, ``[``, ``*`` or ``(`` that does not
+    start with ``G.``)."""
+    text = ident.strip()
+    if text[:2] not in ("G.", "g.") and not any(c in text for c in "/[*("):
+        return None
+    try:
+        return capture_query(text)
+    except ValueError as exc:
+        raise UsageError(f"capture delete: {exc}") from exc
+
+
+def _capture_delete(ctx: Context) -> int:
+    """``capture delete ID|PROBE_PATH|GREMLIN...``: a path or query deletes every capture
+    whose GremlinQuery is the same query (a stored probe path is compared translated)."""
+    _no_dot(ctx)
+    selectors = [(ident, _capture_selector(ident)) for ident in ctx.args.idents]
+    captures: dict[str, dict[str, Any]] = {}
+    if any(query is not None for _, query in selectors):
+        captures = ctx.client.list("capture")
+    status = 0
+    for ident, query in selectors:
+        if query is None:
+            targets = [ident]
+        else:
+            targets = [uid for uid, c in captures.items() if _stored_query(c) == query]
+            if not targets:
+                ctx.err.write(f"skydive: error: no capture on {ident!r} ({query})\n")
+                status = 1
+        for target in targets:
+            try:
+                ctx.client.delete("capture", target)
+            except ClientError as exc:
+                ctx.err.write(f"skydive: error: {exc}\n")
+                status = 1
+    return status
+
+
+def _stored_query(capture: dict[str, Any]) -> str | None:
+    try:
+        return capture_query(str(capture.get("GremlinQuery") or ""))
+    except ValueError:  # a stored probe path that no longer translates: matches nothing
+        return None
+
+
 def _create(resource: str, build: Callable[[argparse.Namespace], dict[str, Any]]) -> Handler:
     def handler(ctx: Context) -> int:
         _no_dot(ctx)
@@ -338,6 +386,11 @@ def _build_capture(args: argparse.Namespace) -> dict[str, Any]:
             query = probe_path_to_gremlin(args.probe_path)
         except ValueError as exc:
             raise UsageError(f"-p/--probe-path: {exc}") from exc
+    elif args.node:  # as Skydive's --node: the node of that TID
+        try:
+            query = f"G.V().Has('TID', {gremlin_string(args.node)})"
+        except ValueError as exc:
+            raise UsageError(f"--node: {exc}") from exc
     else:
         query = args.gremlin
     return _strip(
@@ -424,6 +477,7 @@ def _crud(
     parents: list[argparse.ArgumentParser],
     aliases: tuple[str, ...] = (),
     get: bool = True,
+    delete: Handler | None = None,
 ) -> SubParsers:
     """``RESOURCE list|get|delete``; returns the actions, for the resource's ``create``."""
     actions = _group(sub, resource, f"manage {resource}s", aliases)
@@ -431,8 +485,8 @@ def _crud(
     if get:
         g = _leaf(actions, "get", f"show one {resource}", _get(resource), parents)
         g.add_argument("ident", metavar="ID")
-    d = _leaf(actions, "delete", f"delete {resource}s", _delete(resource), parents)
-    d.add_argument("idents", metavar="ID", nargs="+")
+    d = _leaf(actions, "delete", f"delete {resource}s", delete or _delete(resource), parents)
+    d.add_argument("idents", metavar="ID" if delete is None else "ID|PATH|QUERY", nargs="+")
     return actions
 
 
@@ -462,7 +516,7 @@ def add_client_parser(sub: SubParsers, conf: argparse.ArgumentParser) -> argpars
     tq.add_argument("--gremlin", dest="gremlin_option", metavar="GREMLIN", default=None)
     _leaf(topology, "get", "the whole topology (GET /api/topology)", _topology_get, parents)
 
-    actions = _crud(cmds, "capture", parents)
+    actions = _crud(cmds, "capture", parents, delete=_capture_delete)
     c = _leaf(actions, "create", "start capturing", _create("capture", _build_capture), parents)
     what = c.add_mutually_exclusive_group(required=True)
     what.add_argument("--gremlin", metavar="QUERY", help="Gremlin query of the nodes")
@@ -470,6 +524,7 @@ def add_client_parser(sub: SubParsers, conf: argparse.ArgumentParser) -> argpars
         "-p", "--probe-path", "--probepath", dest="probe_path", metavar="PROBE_PATH",
         help="seed probe path, e.g. 'host1[Type=host]/br1[Type=ovsbridge]' ('*': any host)",
     )  # fmt: skip
+    what.add_argument("--node", metavar="TID", help="the node of this TID")
     c.add_argument("--bpf", metavar="FILTER", help="BPF filter")
     c.add_argument("--type", help="capture type (afpacket, pcap, sflow, ...)")
     c.add_argument("--name")

@@ -25,16 +25,20 @@ __all__ = [
     "AgentAuthConfig",
     "AgentClusterAuthConfig",
     "AgentConfig",
+    "AgentFlowConfig",
     "AnalyzerAuthConfig",
     "AnalyzerConfig",
     "ApiAuthConfig",
     "AuthBackendConfig",
     "ClusterAuthConfig",
     "Config",
+    "FlowConfig",
     "LoggingConfig",
     "NetlinkConfig",
     "NetnsConfig",
     "OvsConfig",
+    "PcapSocketConfig",
+    "SflowCollectorConfig",
     "TLSConfig",
     "TopologyConfig",
 ]
@@ -184,11 +188,65 @@ class TLSConfig(_Section):
         return bool(self.server_cert and self.server_key)
 
 
+class SflowCollectorConfig(_Section):
+    """``agent.flow.sflow``: the UDP collectors of ``sflow`` and ``ovssflow`` captures."""
+
+    #: Address the collectors bind to (OVS on this host sends there).
+    bind_address: NonEmptyStr = "127.0.0.1"
+    #: Ports given to captures that do not name one, in this range (inclusive).
+    port_min: int = Field(default=6345, ge=1, le=65535)
+    port_max: int = Field(default=6355, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SflowCollectorConfig:
+        if self.port_min > self.port_max:
+            raise ValueError(f"port_min {self.port_min} is above port_max {self.port_max}")
+        return self
+
+
+class PcapSocketConfig(_Section):
+    """``agent.flow.pcapsocket``: the TCP listeners of ``pcapsocket`` captures."""
+
+    bind_address: NonEmptyStr = "127.0.0.1"
+    min_port: int = Field(default=8100, ge=1, le=65535)
+    max_port: int = Field(default=8132, ge=1, le=65535)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> PcapSocketConfig:
+        if self.min_port > self.max_port:
+            raise ValueError(f"min_port {self.min_port} is above max_port {self.max_port}")
+        return self
+
+
+class AgentFlowConfig(_Section):
+    """``agent.flow``: capture probes of the agent."""
+
+    sflow: SflowCollectorConfig = Field(default_factory=SflowCollectorConfig)
+    pcapsocket: PcapSocketConfig = Field(default_factory=PcapSocketConfig)
+
+
+class FlowConfig(_Section):
+    """``flow``: flow table timers and how agents ship flows (DESIGN.md §2.5)."""
+
+    #: Every this many seconds the flows that moved are sent, with the delta in LastUpdateMetric.
+    update: Seconds = 60
+    #: A flow idle this long is expired (FinishType TIMEOUT).
+    expire: Seconds = 600
+    #: Most live flows per capture; packets of further flows are dropped and counted.
+    max_entries: int = Field(default=500_000, ge=1)
+    #: Key mode of captures that do not set LayerKeyMode: L2 (MACs are part of the key) or L3.
+    default_layer_key_mode: Literal["L2", "L3"] = "L2"
+    #: How agents send flows to the analyzers: websocket (/ws/agent/flow) or udp (to the
+    #: analyzer's listen port; JSON batches that fit a datagram).
+    protocol: Literal["websocket", "udp"] = "websocket"
+
+
 class AgentConfig(_Section):
     """``agent``: the per-host process that runs the probes."""
 
     listen: Address = Address("127.0.0.1", 8081)
     topology: TopologyConfig = Field(default_factory=TopologyConfig)
+    flow: AgentFlowConfig = Field(default_factory=AgentFlowConfig)
     metadata: dict[str, Any] = Field(default_factory=dict)
     auth: AgentAuthConfig = Field(default_factory=AgentAuthConfig)
 
@@ -237,6 +295,7 @@ class Config(_Section):
     agent: AgentConfig = Field(default_factory=AgentConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     ovs: OvsConfig = Field(default_factory=OvsConfig)
+    flow: FlowConfig = Field(default_factory=FlowConfig)
     auth: dict[str, AuthBackendConfig] = Field(default_factory=dict)
     tls: TLSConfig = Field(default_factory=TLSConfig)
 

@@ -70,3 +70,46 @@ def test_stored_flow_get() -> None:
     assert f.get("Network.B") == "10.0.0.2"
     assert f.get("Transport") is None and f.get("Nope.Deeper") is None
     assert f.to_wire()["UUID"] == "a"
+
+
+def test_listeners_hear_each_put_and_each_batch_once() -> None:
+    s = FlowStore()
+    heard: list[list[str]] = []
+
+    def listener(wires: list[dict[str, Any]]) -> None:
+        heard.append([w["UUID"] for w in wires])
+
+    s.add_listener(listener)
+    s.put(wire("f1"))
+    assert s.put_many([wire("f2"), wire("f3")]) == 2
+    assert s.put_many([]) == 0  # an empty batch is not announced
+    assert heard == [["f1"], ["f2", "f3"]]
+    s.remove_listener(listener)
+    s.remove_listener(listener)  # unknown: ignored
+    s.put(wire("f4"))
+    assert heard == [["f1"], ["f2", "f3"]]
+
+
+def test_bad_flow_in_a_batch_still_announces_what_was_stored() -> None:
+    s = FlowStore()
+    heard: list[list[str]] = []
+    s.add_listener(lambda wires: heard.append([w["UUID"] for w in wires]))
+    with pytest.raises(ValueError, match="UUID"):
+        s.put_many([wire("f1"), {"NodeTID": "x"}, wire("f3")])
+    assert heard == [["f1"]] and len(s) == 1
+
+
+def test_a_failing_listener_does_not_stop_the_store_or_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    s = FlowStore()
+    heard: list[int] = []
+
+    def broken(wires: list[dict[str, Any]]) -> None:
+        raise RuntimeError("boom")
+
+    s.add_listener(broken)
+    s.add_listener(lambda wires: heard.append(len(wires)))
+    s.put_many([wire("f1"), wire("f2")])
+    assert len(s) == 2 and heard == [2] and s.listener_errors == 1
+    assert "flow listener" in caplog.text

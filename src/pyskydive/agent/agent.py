@@ -7,7 +7,10 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
+from pyskydive.agent.captures import CaptureManager, CaptureTypes  # issue 5
+from pyskydive.agent.flow_sender import FlowSender  # issue 5
 from pyskydive.agent.forwarder import Forwarder
+from pyskydive.analyzer.ondemand import CAPTURE_SET, ONDEMAND_NS  # issue 5
 from pyskydive.api.app import ServiceContext, build_app
 from pyskydive.api.auth import build_auth
 from pyskydive.api.broadcast import Broadcaster
@@ -16,6 +19,13 @@ from pyskydive.api.tls import client_context, server_context
 from pyskydive.config import Config
 from pyskydive.errors import ProbeError
 from pyskydive.graph import Graph
+from pyskydive.graph import messages as wire
+from pyskydive.probes.flow.afpacket import AfpacketCapture  # issue 5
+from pyskydive.probes.flow.base import CaptureEnv  # issue 5
+from pyskydive.probes.flow.ovssflow import OvsSflowCapture  # issue 5
+from pyskydive.probes.flow.pcap import PcapCapture  # issue 5
+from pyskydive.probes.flow.pcapsocket import PcapSocketCapture  # issue 5
+from pyskydive.probes.flow.sflow import SflowCapture  # issue 5
 from pyskydive.probes.topology.ethtool import EthtoolProbe
 from pyskydive.probes.topology.host import add_host_node
 from pyskydive.probes.topology.netlink import NetlinkProbe
@@ -30,6 +40,15 @@ log = logging.getLogger(__name__)
 
 #: Probes this version implements; the config accepts names of later ones too.
 AVAILABLE_PROBES = ("netlink", "netns", "ethtool", "ovsdb")
+
+#: Capture types (the capture resource's Type) and the probes that run them (issue 5).
+CAPTURE_CLASSES: CaptureTypes = {
+    "afpacket": AfpacketCapture,
+    "pcap": PcapCapture,
+    "pcapsocket": PcapSocketCapture,
+    "sflow": SflowCapture,
+    "ovssflow": OvsSflowCapture,
+}
 
 
 @dataclass(eq=False)
@@ -57,12 +76,32 @@ async def run_agent(config: Config, *, serve_api: bool = True) -> AsyncIterator[
     metrics = float(config.agent.topology.netlink.metrics_update)
     broadcaster = Broadcaster(graph)
     cluster = config.agent.auth.cluster
+    credentials = (cluster.username, cluster.password) if cluster.username else None
+    client_tls = client_context(config.tls)
+    analyzers = [str(a) for a in config.analyzers]
+    # -- captures (issue 5): flows to the analyzers, captures the analyzers ask for --
+    flow_sender = FlowSender(
+        analyzers,
+        host_id,
+        protocol=config.flow.protocol,
+        credentials=credentials,
+        ssl_context=client_tls,
+    )
+    captures: CaptureManager | None = None
+
+    def on_analyzer_message(address: str, msg: wire.Message) -> None:
+        if msg.namespace == ONDEMAND_NS and msg.type == CAPTURE_SET and captures is not None:
+            captures.apply(address, msg.obj)
+        else:
+            log.debug("analyzer %s: ignored %s/%s", address, msg.namespace, msg.type)
+
     forwarder = Forwarder(
         graph,
         host_id,
-        [str(a) for a in config.analyzers],
-        credentials=(cluster.username, cluster.password) if cluster.username else None,
-        ssl_context=client_context(config.tls),
+        analyzers,
+        credentials=credentials,
+        ssl_context=client_tls,
+        on_message=on_analyzer_message,
     )
     app = build_app(
         ServiceContext(
@@ -70,7 +109,11 @@ async def run_agent(config: Config, *, serve_api: bool = True) -> AsyncIterator[
             host_id=host_id,
             graph=graph,
             broadcaster=broadcaster,
-            extra_status=lambda: {"Analyzers": forwarder.status()},
+            extra_status=lambda: {
+                "Analyzers": forwarder.status(),
+                "FlowLinks": flow_sender.status(),  # issue 5
+                "Captures": captures.status() if captures is not None else {},  # issue 5
+            },
             auth=build_auth(config, "agent"),
         )
     )
@@ -116,6 +159,12 @@ async def run_agent(config: Config, *, serve_api: bool = True) -> AsyncIterator[
             ovsdb = OvsdbProbe(ctx, config.ovs.ovsdb)
             await ovsdb.start()
             stack.push_async_callback(ovsdb.stop, remove_nodes=False)
+        # -- captures (issue 5) --
+        await stack.enter_async_context(flow_sender)
+        env = CaptureEnv.from_config(config, graph, runner)
+        captures = await stack.enter_async_context(
+            CaptureManager(ctx, env, CAPTURE_CLASSES, flow_sender)
+        )
         if serve_api:
             await stack.enter_async_context(server)
         await stack.enter_async_context(forwarder)

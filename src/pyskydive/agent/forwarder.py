@@ -20,6 +20,7 @@ import base64
 import contextlib
 import logging
 import ssl
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -30,9 +31,12 @@ from websockets.exceptions import InvalidStatus
 from pyskydive.graph import Edge, Graph, Node, Op, now_ms
 from pyskydive.graph import messages as wire
 
-__all__ = ["AnalyzerLink", "Forwarder"]
+__all__ = ["AnalyzerLink", "Forwarder", "MessageHandler"]
 
 log = logging.getLogger(__name__)
+
+#: Called with (analyzer address, message) for messages outside the Graph namespace.
+MessageHandler = Callable[[str, wire.Message], None]
 
 BACKOFF_MIN = 0.1
 BACKOFF_MAX = 5.0
@@ -49,8 +53,10 @@ class AnalyzerLink:
         *,
         credentials: tuple[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        on_message: MessageHandler | None = None,
     ) -> None:
         self.address = address
+        self.on_message = on_message  # analyzer → agent messages (on-demand captures)
         self.credentials = credentials  # agent.auth.cluster.{username,password}
         self.ssl_context = ssl_context  # wss:// when TLS is configured
         self.host_id = host_id
@@ -159,6 +165,8 @@ class AnalyzerLink:
                 continue
             if msg.type == "Error":
                 log.warning("analyzer %s rejected a message: %s", self.address, msg.obj)
+            elif msg.namespace != wire.GRAPH_NS and self.on_message is not None:
+                self.on_message(self.address, msg)
         if self.queue is not None:
             self.queue.put_nowait("")  # wake the writer so it notices the close
 
@@ -185,10 +193,18 @@ class Forwarder:
         *,
         credentials: tuple[str, str] | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        on_message: MessageHandler | None = None,
     ) -> None:
         self.graph = graph
         self.links = [
-            AnalyzerLink(a, host_id, graph, credentials=credentials, ssl_context=ssl_context)
+            AnalyzerLink(
+                a,
+                host_id,
+                graph,
+                credentials=credentials,
+                ssl_context=ssl_context,
+                on_message=on_message,
+            )
             for a in analyzers
         ]
 

@@ -43,6 +43,8 @@ class AgentSession:
     send: Callable[[str], None] | None = None
     #: The last capture set sent to this agent (analyzer/ondemand.py); None: none yet.
     captures_sent: list[dict[str, Any]] | None = None
+    #: True once the session's first Sync is applied: only then is it sent capture sets.
+    synced: bool = False
 
     def __post_init__(self) -> None:
         self.origin = f"{self.service}.{self.host_id}"
@@ -225,5 +227,6 @@ class Hub:
         for erec in edges:
             self._upsert_edge(session, erec)
         log.info("agent %s synced: %d nodes, %d edges", session.host_id, len(nodes), len(edges))
+        session.synced = True
         if self.on_synced is not None and session.service == "agent":
             self.on_synced(session)

@@ -13,7 +13,8 @@ Each agent is then sent its whole desired set, and only when that set changed si
 one it was sent: ``{"Namespace": "OnDemand", "Type": "CaptureSet", "Obj": {"Captures": [{"NodeID":
 ..., "Capture": {...resource, "Type": resolved}}]}}``. The message is a state, not a command, so a
 lost or repeated one is harmless: the agent diffs it against what runs. A freshly connected
-agent (``AgentSession.captures_sent`` is None) always gets one, after its Sync. A node that
+agent (``AgentSession.captures_sent`` is None) always gets one, after its first Sync (a
+session that never syncs, a tool speaking on the agent endpoint, gets none). A node that
 disappears drops out of the set (the agent stops that capture); when it comes back the set has it
 again and the capture resumes.
 
@@ -122,7 +123,7 @@ class OnDemand:
 
     @staticmethod
     def _send(session: AgentSession, captures: list[dict[str, Any]]) -> None:
-        if session.send is None or session.captures_sent == captures:
+        if session.send is None or not session.synced or session.captures_sent == captures:
             return
         text = wire.encode(
             {

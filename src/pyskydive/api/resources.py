@@ -289,8 +289,8 @@ class _StoreKind:
         if self.kind == "alert":
             resource["CreateTime"] = _now_rfc3339()
         self._check_queries(resource)
-        self._check_capture(resource)
         self._check_duplicate(resource)
+        self._check_capture(resource)
         self.rc.store.put(self.kind, resource["UUID"], resource)
         self._arm(resource)
         return resource
@@ -305,8 +305,8 @@ class _StoreKind:
         if new == old:
             return None
         self._check_queries(new)
-        self._check_capture(new)
         self._check_duplicate(new)
+        self._check_capture(new)
         self.rc.store.put(self.kind, resource_id, new)
         self._disarm(resource_id)
         self._arm(new)

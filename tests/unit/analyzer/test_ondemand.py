@@ -18,6 +18,7 @@ def setup(tmp_path: Path) -> tuple[Graph, Hub, ResourceStore, OnDemand, list[str
     store = ResourceStore(tmp_path)
     sent: list[str] = []
     session = AgentSession("h1", "127.0.0.1:1", "skydive-agent", 0, send=sent.append)
+    session.synced = True
     hub.register(session)
     origin = "agent.h1"
     graph.add_node("host", {"Name": "h1", "Type": "host", "TID": "t-host"}, origin=origin)
@@ -99,3 +100,10 @@ def test_captures_metadata_changes_do_not_trigger_a_reconcile(tmp_path: Path) ->
     assert not ondemand._dirty.is_set()
     graph.update_node(node, {"MTU": 9000})
     assert ondemand._dirty.is_set()
+
+
+def test_a_session_that_never_synced_gets_nothing(tmp_path: Path) -> None:
+    _, hub, _, ondemand, sent = setup(tmp_path)
+    hub.agents["h1"].synced = False
+    ondemand.reconcile()
+    assert sent == []

@@ -334,3 +334,34 @@ def test_live_capture_pcapsocket_and_api_pcap_agree(
         wait_for("the live flows", lambda: of(live) == expected, timeout=20)
     except AssertionError:
         assert of(live) == expected  # show the difference
+
+
+def test_captures_and_flows_survive_an_analyzer_restart(
+    cluster: Cluster, kernel: Kernel, tmp_path: Path
+) -> None:
+    """The capture is stored; the agent keeps capturing while the analyzer is away and sends
+    what it queued when the analyzer is back."""
+    lab = make_lab(kernel)
+    data = tmp_path / "analyzer-data"
+    extra = {"SKYDIVE_FLOW_UPDATE": "1", "SKYDIVE_ANALYZER_DATA_DIR": str(data)}
+    pair = start_pair(cluster, extra=extra)
+    port = pair.port
+    wait_node(port, Name=lab.host1)
+    cid = create_capture(port, GremlinQuery=f"G.V().Has('Name', '{lab.host1}')")["UUID"]
+    wait_active(port, lab.host1, cid)
+    assert pair.analyzer.stop() == 0
+
+    lab.run(lab.ns1, "icmp", lab.ip2, 4)  # while no analyzer listens
+    time.sleep(1.5)  # at least one flow update queued on the agent
+
+    analyzer = cluster.spawn("analyzer", analyzer_port=port, extra=extra)
+    wait_for("the analyzer back", lambda: topology(port).one(Name=lab.host1), timeout=30)
+    assert analyzer.proc is not None
+    flows = wait_flows(
+        port,
+        f"G.Flows().Has('CaptureID', '{cid}', 'LayersPath', 'Ethernet/IPv4/ICMPv4')",
+        lambda fs: len(fs) == 1 and fs[0]["Metric"]["BAPackets"] == 4,
+        timeout=30,
+    )
+    assert flows[0]["Network"]["A"] == lab.ip1
+    wait_active(port, lab.host1, cid)

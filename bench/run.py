@@ -1,6 +1,7 @@
 """Run the benchmarks and print one table: ``python3 bench/run.py [--quick] [NAME ...]``.
 
-Names: latency, netns_scale, sync, gremlin, ovs (default: all, in that order). A benchmark that
+Names: latency, netns_scale, sync, gremlin, ovs, flows, sflow, live (default: all, in that
+order). A benchmark that
 fails is reported (with its reason) and the others still run; the exit status is 1 if any failed.
 ``--json FILE`` also writes every figure as JSON. Benchmarks report, they never assert.
 """
@@ -20,10 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import flows
 import gremlin
 import latency
+import live
 import netns_scale
 import ovs
+import sflow
 import sync
 from harness import BenchError, Result, format_table, install_signal_handlers
 
@@ -33,6 +37,9 @@ BENCHMARKS: dict[str, Callable[..., list[Result]]] = {
     sync.NAME: sync.run,
     gremlin.NAME: gremlin.run,
     ovs.NAME: ovs.run,
+    flows.NAME: flows.run,
+    sflow.NAME: sflow.run,
+    live.NAME: live.run,
 }
 
 

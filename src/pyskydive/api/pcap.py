@@ -1,10 +1,11 @@
 """``POST /api/pcap``: flows built on the analyzer from an uploaded pcap (DESIGN.md §2.2, §2.5).
 
 The body is streamed (``request.stream()``) chunk by chunk into a
-:class:`~pyskydive.protocols.pcap.PcapReader`; each record is decoded (first layer from the pcap
-link type) and fed to a :class:`~pyskydive.flow.FlowTable` with the packet's own timestamp
-(ns → ms) as ``now``, and the table is ticked with that time after each chunk. At the end the
-table is ticked far in the future so every flow is emitted. Flows carry NodeTID ``""`` and a
+:class:`~pyskydive.flow.fast.PcapFlowFeeder`: each record is decoded (first layer from the pcap
+link type; in C when the extension is built) and fed to a :class:`~pyskydive.flow.FlowTable`
+with the packet's own timestamp (ns → ms) as ``now``, and the table is ticked with that time
+once per second of it. At the end the table is ticked far in the future so every flow is
+emitted. Flows carry NodeTID ``""`` and a
 fresh CaptureID per upload; they reach the :class:`~pyskydive.analyzer.flows.FlowStore` only
 when the whole body parsed, so a bad pcap stores nothing.
 
@@ -24,14 +25,11 @@ from starlette.responses import Response
 
 from pyskydive.analyzer.flows import FlowStore
 from pyskydive.errors import ProtocolError
-from pyskydive.flow import Flow, FlowTable
-from pyskydive.protocols.packet import decode
-from pyskydive.protocols.pcap import PcapReader, first_layer
+from pyskydive.flow import FlowTable
+from pyskydive.flow.fast import PcapFlowFeeder
 
 __all__ = ["PcapIngest", "pcap_upload"]
 
-# Far enough after any packet that every flow expires, whatever its timers.
-_FLUSH_AFTER_MS = 10**12
 # Packet time between two ticks of the table while the body streams in.
 _TICK_MS = 1000
 
@@ -41,43 +39,17 @@ class PcapIngest:
 
     def __init__(self, capture_id: str, node_tid: str = "") -> None:
         self.capture_id = capture_id
-        self.reader = PcapReader()
         self.table = FlowTable(node_tid, capture_id)
+        self.feeder = PcapFlowFeeder(self.table, tick_every_ms=_TICK_MS)
         self.flows: dict[str, dict[str, Any]] = {}
-        self._first: str | None = None
-        self._now: int | None = None
-        self._ticked: int | None = None
         self.received = 0
 
     def feed(self, chunk: bytes) -> None:
         self.received += len(chunk)
-        records = self.reader.feed(chunk)
-        if not records:
-            return
-        first = self._first
-        if first is None:
-            header = self.reader.header
-            assert header is not None
-            first = self._first = first_layer(header.linktype)
-        table = self.table
-        now = self._now
-        for rec in records:
-            now = rec.timestamp_ns // 1_000_000
-            table.feed(decode(rec.data, first=first), now, rec.original_len)
-        self._now = now
-        # tick with the packets' time, at most once per second of it (a tick scans the table)
-        if now is not None and (self._ticked is None or abs(now - self._ticked) >= _TICK_MS):
-            self._ticked = now
-            self._emit(*table.tick(now))
+        self._emit(self.feeder.feed(chunk))
 
     def finish(self) -> None:
-        self.reader.close()
-        header = self.reader.header
-        assert header is not None
-        if self._first is None:
-            first_layer(header.linktype)  # an unsupported link type is an error even if empty
-        base = self._now if self._now is not None else 0
-        self._emit(*self.table.tick(base + _FLUSH_AFTER_MS))
+        self._emit(self.feeder.finish())
 
     def summary(self) -> dict[str, Any]:
         stats = self.table.stats
@@ -88,11 +60,9 @@ class PcapIngest:
             "CaptureID": self.capture_id,
         }
 
-    def _emit(self, updated: list[Flow], expired: list[Flow]) -> None:
-        for f in updated:
-            self.flows[f.uuid] = f.to_wire()
-        for f in expired:
-            self.flows[f.uuid] = f.to_wire()
+    def _emit(self, flows: list[dict[str, Any]]) -> None:
+        for f in flows:
+            self.flows[f["UUID"]] = f
 
 
 def _json(status: int, body: Any) -> Response:

@@ -25,17 +25,49 @@ dropped and counted in ``stats.overflow``.
 
 Semantics follow Skydive v0.28 ``flow/table.go`` (update/expire timers, FinishType) and
 ``flow/flow.go`` (A = first sender, RTT from SYN to SYN/ACK and echo request to reply).
+
+Acceleration: when the C extension :mod:`pyskydive.flow._fastflow` is built, a table (unless
+made with ``accelerate=False`` or with ``PYSKYDIVE_PURE=1`` in the environment) owns a C
+``FastTable`` that decodes and accounts the common frames given to :meth:`FlowTable.feed_frame`
+(and the batch front ends of :mod:`pyskydive.flow.fast`) in C. Python still creates every flow
+(``_fast_new``) and handles every other frame (``_fast_slow`` → :meth:`feed`); the C counters
+are copied into the Flow records before ``tick``/``flows`` read them and around a Python
+``_account`` of a flow C owns (``pull_one``/``push_one``), so results are the pure path's.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from operator import itemgetter
 from typing import Any, NamedTuple
 
 from pyskydive.flow.keys import LayerKeyMode, flow_uuid, l3_tracking_id, tracking_id
 from pyskydive.flow.model import FinishType, Flow, FlowLayer, ICMPLayer, Metric, TCPMetric
-from pyskydive.protocols.packet import Packet
+from pyskydive.protocols._packet_fields import (
+    _DST_PORT,
+    _ETH_DST,
+    _ETH_SRC,
+    _ICMP_CODE,
+    _ICMP_ID,
+    _ICMP_TYPE,
+    _IP_DST,
+    _IP_PROTO,
+    _IP_SRC,
+    _IP_VERSION,
+    _LAYERS,
+    _SRC_PORT,
+    _TEMPLATE,
+    _VLANS,
+)
+from pyskydive.protocols.layers import _ipv4_text, _ipv6_text
+from pyskydive.protocols.packet import Packet, decode
+
+try:
+    from pyskydive.flow import _fastflow  # type: ignore[attr-defined]
+except ImportError:  # built without a compiler: the pure path does everything
+    _fastflow = None
+_COMPILED = _fastflow is not None
 
 __all__ = ["FlowTable", "TableStats", "TickResult"]
 
@@ -99,6 +131,7 @@ class FlowTable:
         fin_hold_ms: int = 15_000,
         short_flow_ms: int = 10_000,
         max_entries: int = 500_000,
+        accelerate: bool = True,
     ) -> None:
         self.node_tid = node_tid
         self.capture_id = capture_id
@@ -109,12 +142,22 @@ class FlowTable:
         self._flows: dict[tuple[Any, ...], Flow] = {}
         self._l2 = self.layer_key_mode is LayerKeyMode.L2
         self._last_update: int | None = None
+        self._fast: Any = None  # the C FastTable, when accelerated
+        if accelerate and _fastflow is not None and os.environ.get("PYSKYDIVE_PURE") != "1":
+            self._fast = _fastflow.FastTable(self, self.stats, self._l2, _FAST_CLASSES)
+
+    @property
+    def accelerated(self) -> bool:
+        """True when frames given to :meth:`feed_frame` are decoded and accounted in C."""
+        return self._fast is not None
 
     def __len__(self) -> int:
         return len(self._flows)
 
     def flows(self) -> list[Flow]:
         """The live flows (records, not copies)."""
+        if self._fast is not None:
+            self._fast.pull()
         return list(self._flows.values())
 
     def feed(self, packet: Packet, now_ms: int, length: int | None = None) -> None:
@@ -127,6 +170,44 @@ class FlowTable:
         while flow is not None and inner is not None:
             flow = self._account(inner, now_ms, inner.length, flow)
             inner = inner.inner
+
+    def feed_frame(
+        self,
+        data: bytes | bytearray | memoryview,
+        now_ms: int,
+        wire_len: int,
+        first: str = "Ethernet",
+    ) -> None:
+        """Decode one frame (first layer ``first``) and account it; in C when it can."""
+        if self._fast is not None:
+            self._fast.feed_frame(data, now_ms, wire_len, first)
+        else:
+            self.feed(decode(data, first=first), now_ms, wire_len)
+
+    def _fast_slow(self, data: bytes, first: str, now: int, length: int) -> None:
+        """C callback: a frame the C decoder leaves to the pure one."""
+        self.feed(decode(data, first=first), now, length)
+
+    def _fast_new(self, fields: tuple[Any, ...], now: int) -> tuple[Flow, bool] | None:
+        """C callback: the flow of a frame C decoded but does not own yet (None: overflow).
+
+        ``fields`` are the frame's decoded fields (see ``fields_tuple`` in ``_fastflow.c``);
+        the frame is a plain one (no tunnel, no error). Find or create its flow as
+        :meth:`_account` does, without accounting the frame: C does, and owns the flow.
+        """
+        p = _packet_from_fields(fields)
+        if self._l2:
+            fwd, rev = _fwd_l2(p), _rev_l2(p)
+        else:
+            fwd, rev = _fwd_l3(p), _rev_l3(p)
+        key = (None, _kind(p), fwd, rev) if fwd <= rev else (None, _kind(p), rev, fwd)
+        f = self._flows.get(key)
+        if f is None:
+            if len(self._flows) >= self.max_entries:
+                self.stats.overflow += 1
+                return None
+            f = self._flows[key] = self._new_flow(p, now, fwd, None)
+        return f, fwd == f.a_endpoint
 
     def _account(self, p: Packet, now: int, length: int, parent: Flow | None) -> Flow | None:
         if not p.layers:
@@ -143,14 +224,21 @@ class FlowTable:
             fwd = (*fwd[:-1], None)  # the UDP source port is entropy, not identity
             rev = (*rev[:-1], None)
         pid = None if parent is None else parent.uuid
-        key = (pid, _kind(p), fwd, rev) if fwd <= rev else (pid, _kind(p), rev, fwd)
+        try:
+            forward = fwd <= rev
+        except TypeError:  # an endpoint part missing on one side only (SLL without a peer MAC)
+            forward = _sortable(fwd) <= _sortable(rev)
+        key = (pid, _kind(p), fwd, rev) if forward else (pid, _kind(p), rev, fwd)
         flows = self._flows
         f = flows.get(key)
+        owned = False
         if f is None:
             if len(flows) >= self.max_entries:
                 self.stats.overflow += 1
                 return None
             f = flows[key] = self._new_flow(p, now, fwd, parent)
+        elif self._fast is not None:
+            owned = self._fast.pull_one(f)  # C owns it: its counters first
         m = f.metric
         ab = fwd == f.a_endpoint
         if ab:
@@ -170,6 +258,8 @@ class FlowTable:
                     f.rtt_probe = now
             elif p.icmp_type in _ECHO_REPLY and f.rtt_probe >= 0:
                 m.rtt = now - f.rtt_probe
+        if owned:
+            self._fast.push_one(f)  # and back
         return f
 
     @staticmethod
@@ -255,21 +345,38 @@ class FlowTable:
         if self._last_update is None:
             self._last_update = now_ms
         since = self._last_update
-        for key, f in list(self._flows.items()):
-            idle = now_ms - f.last
-            if (
-                idle > t.expire_after_ms
-                or (f.finish_type is not FinishType.NOT_FINISHED and idle > t.fin_hold_ms)
-                or (f.short and idle > t.short_flow_ms)
-            ):
-                del self._flows[key]
+        fast = self._fast
+        if fast is None:
+            for key, f in list(self._flows.items()):
+                idle = now_ms - f.last
+                if (
+                    idle > t.expire_after_ms
+                    or (f.finish_type is not FinishType.NOT_FINISHED and idle > t.fin_hold_ms)
+                    or (f.short and idle > t.short_flow_ms)
+                ):
+                    del self._flows[key]
+                    if f.finish_type is FinishType.NOT_FINISHED:
+                        f.finish_type = FinishType.TIMEOUT
+                    _set_delta(f, since, f.last)
+                    expired.append(f)
+        else:  # the same test, run by C over the same dict on C's state (the due ones pulled)
+            flows = self._flows
+            due = fast.scan_expired(
+                flows, now_ms, t.expire_after_ms, t.fin_hold_ms, t.short_flow_ms
+            )
+            for key in due:
+                f = flows.pop(key)
                 if f.finish_type is FinishType.NOT_FINISHED:
                     f.finish_type = FinishType.TIMEOUT
                 _set_delta(f, since, f.last)
                 expired.append(f)
         self.stats.flows_expired += len(expired)
+        if fast is not None and expired:
+            fast.forget(expired)
         updated: list[Flow] = []
         if now_ms - since >= t.update_every_ms:
+            if fast is not None:
+                fast.pull()
             for f in self._flows.values():
                 u = f.updated_metric
                 m = f.metric
@@ -278,6 +385,59 @@ class FlowTable:
                     updated.append(f)
             self._last_update = now_ms
         return TickResult(updated, expired)
+
+
+_L4_LAYER = {6: "TCP", 17: "UDP", 1: "ICMPv4", 58: "ICMPv6"}
+_ETHERNET = ("Ethernet",)
+_new_packet = tuple.__new__
+
+
+def _packet_from_fields(fields: tuple[Any, ...]) -> Packet:
+    """The Packet :func:`~pyskydive.protocols.packet.decode` gives for a frame C decoded.
+
+    Only the fields the flow table reads are set; addresses are formatted by the decoder's own
+    (memoised) functions, so they are the same strings. A unit test checks this against
+    ``decode`` on every frame kind C takes.
+    """
+    dst_mac, src_mac, vlans, version, src, dst, proto, sport, dport, itype, icode, iid = fields
+    v = _TEMPLATE.copy()
+    if dst_mac is not None:
+        v[_ETH_DST] = dst_mac.hex(":")
+        v[_ETH_SRC] = src_mac.hex(":")
+        layers: tuple[str, ...] = _ETHERNET + ("Dot1Q",) * len(vlans)
+    else:
+        layers = ()
+    v[_VLANS] = vlans
+    v[_IP_VERSION] = version
+    if version == 4:
+        v[_IP_SRC] = _ipv4_text(src)
+        v[_IP_DST] = _ipv4_text(dst)
+        layers += ("IPv4", _L4_LAYER[proto])
+    else:
+        v[_IP_SRC] = _ipv6_text(src)
+        v[_IP_DST] = _ipv6_text(dst)
+        layers += ("IPv6", _L4_LAYER[proto])
+    v[_LAYERS] = layers
+    v[_IP_PROTO] = proto
+    v[_SRC_PORT] = sport
+    v[_DST_PORT] = dport
+    v[_ICMP_TYPE] = itype
+    v[_ICMP_CODE] = icode
+    v[_ICMP_ID] = iid
+    p: Packet = _new_packet(Packet, v)
+    return p
+
+
+# What the C table builds and compares: FinishType members by C code, the TCPMetric class.
+_FAST_CLASSES = (
+    (FinishType.NOT_FINISHED, FinishType.TIMEOUT, FinishType.TCP_FIN, FinishType.TCP_RST),
+    TCPMetric,
+)
+
+
+def _sortable(endpoint: tuple[Any, ...]) -> tuple[tuple[bool, Any], ...]:
+    """``endpoint`` with None ordered before any value: comparable whatever is missing."""
+    return tuple((v is not None, v if v is not None else 0) for v in endpoint)
 
 
 def _set_delta(f: Flow, start: int, last: int) -> None:

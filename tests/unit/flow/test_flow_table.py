@@ -296,3 +296,18 @@ def test_tracking_id_ignores_vlan_tags() -> None:
     (a,), (b,) = tagged.flows(), plain.flows()
     assert a.layers_path == "Ethernet/Dot1Q/IPv4/TCP" and b.layers_path == "Ethernet/IPv4/TCP"
     assert a.tracking_id == b.tracking_id and a.l3_tracking_id == b.l3_tracking_id
+
+
+def test_linux_sll_frame_without_a_peer_mac_is_a_flow() -> None:
+    """A cooked (SLL) capture knows the sender's MAC only: the key must still be orderable."""
+    sll = struct.pack("!HHH8sH", 0, 1, 6, bytes.fromhex("0200000000010000"), 0x0800)
+    ip = bytes.fromhex("450000200001000040110000") + bytes([10, 0, 0, 1, 10, 0, 0, 2])
+    udp = struct.pack("!HHHH", 1000, 2000, 12, 0) + b"abcd"
+    packet = decode(sll + ip + udp, first="LinuxSLL")
+    assert packet.eth_src is not None and packet.eth_dst is None
+    for mode in ("L2", "L3"):
+        table = FlowTable("n", "c", layer_key_mode=LayerKeyMode(mode))
+        table.feed(packet, 1000)
+        table.feed(packet, 1001)
+        [flow] = table.flows()
+        assert flow.metric.ab_packets == 2 and flow.network is not None

@@ -1,0 +1,19 @@
+"""Build of the optional C extension (the rest of the metadata is in pyproject.toml).
+
+``pyskydive.flow._fastflow`` is the compiled hot path of the flow table (see
+``pyskydive/flow/fast.py``). It is optional: without a C compiler or the Python headers the
+install still succeeds and the pure-Python path does the same work, slower.
+"""
+
+from setuptools import Extension, setup
+
+setup(
+    ext_modules=[
+        Extension(
+            "pyskydive.flow._fastflow",
+            sources=["src/pyskydive/flow/_fastflow.c"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        )
+    ],
+)

@@ -31,7 +31,7 @@ from typing import Any
 
 from pyskydive.errors import ProbeError, SkydiveError
 from pyskydive.flow.captures import default_type, unsupported_reason
-from pyskydive.graph import Edge, Graph, Node, Op
+from pyskydive.graph import BaseListener, Graph, Node
 from pyskydive.probes.flow.base import (
     CaptureEnv,
     CaptureSpec,
@@ -62,7 +62,7 @@ class _Slot:
     failed_at: float = 0.0
 
 
-class CaptureManager:
+class CaptureManager(BaseListener):
     def __init__(
         self,
         ctx: TopologyContext,
@@ -281,18 +281,3 @@ class CaptureManager:
                     asyncio.get_running_loop().create_task(self._stop(key))
                 else:
                     del self._slots[key]
-
-    def on_node_added(self, node: Node) -> None:
-        pass
-
-    def on_node_updated(self, node: Node, ops: list[Op]) -> None:
-        pass
-
-    def on_edge_added(self, edge: Edge) -> None:
-        pass
-
-    def on_edge_updated(self, edge: Edge, ops: list[Op]) -> None:
-        pass
-
-    def on_edge_deleted(self, edge: Edge) -> None:
-        pass

@@ -22,7 +22,6 @@ counted in :meth:`status` (``Dropped``), so a dead analyzer cannot exhaust the a
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import ssl
@@ -32,7 +31,9 @@ from typing import Any
 
 import orjson
 import websockets
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection
+
+from pyskydive.agent.forwarder import dial
 
 __all__ = ["UDP_MAX", "WS_BATCH", "FlowSender"]
 
@@ -147,24 +148,15 @@ class FlowSender:
     # -- websocket --------------------------------------------------------------------------
 
     async def _run_ws(self, link: _Link) -> None:
-        scheme = "wss" if self.ssl_context is not None else "ws"
-        url = f"{scheme}://{link.address}/ws/agent/flow"
-        headers = {"X-Host-ID": self.host_id, "X-Client-Type": "skydive-agent"}
-        if self.credentials is not None:
-            pair = ":".join(self.credentials).encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         delay = BACKOFF_MIN
         while True:
             try:
-                async with connect(
-                    url,
-                    additional_headers=headers,
-                    open_timeout=15,
-                    ping_interval=5,
-                    ping_timeout=10,
-                    max_size=None,
-                    compression=None,
-                    ssl=self.ssl_context,
+                async with dial(
+                    link.address,
+                    "/ws/agent/flow",
+                    self.host_id,
+                    credentials=self.credentials,
+                    ssl_context=self.ssl_context,
                 ) as ws:
                     delay = BACKOFF_MIN
                     link.connected, link.last_error = True, ""

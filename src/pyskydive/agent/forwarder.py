@@ -31,7 +31,7 @@ from websockets.exceptions import InvalidStatus
 from pyskydive.graph import Edge, Graph, Node, Op, now_ms
 from pyskydive.graph import messages as wire
 
-__all__ = ["AnalyzerLink", "Forwarder", "MessageHandler"]
+__all__ = ["AnalyzerLink", "Forwarder", "MessageHandler", "dial"]
 
 log = logging.getLogger(__name__)
 
@@ -90,29 +90,15 @@ class AnalyzerLink:
 
     async def _run(self) -> None:
         delay = BACKOFF_MIN
-        scheme = "wss" if self.ssl_context is not None else "ws"
-        url = f"{scheme}://{self.address}/ws/agent/topology"
-        headers = {
-            "X-Host-ID": self.host_id,
-            "X-Client-Type": "skydive-agent",
-            "X-Persistence-Policy": "DeleteOnDisconnect",
-        }
-        if self.credentials is not None:
-            pair = ":".join(self.credentials).encode()
-            headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         while True:
             try:
-                async with connect(
-                    url,
-                    additional_headers=headers,
-                    # > the analyzer's longest brute-force delay (5 s, api/auth.py), so a
-                    # refused agent reads the refusal's reason rather than a timeout
-                    open_timeout=15,
-                    ping_interval=5,
-                    ping_timeout=10,
-                    max_size=None,
-                    compression=None,
-                    ssl=self.ssl_context,
+                async with dial(
+                    self.address,
+                    "/ws/agent/topology",
+                    self.host_id,
+                    credentials=self.credentials,
+                    ssl_context=self.ssl_context,
+                    persistence="DeleteOnDisconnect",
                 ) as ws:
                     delay = BACKOFF_MIN
                     await self._serve(ws)
@@ -169,6 +155,41 @@ class AnalyzerLink:
                 self.on_message(self.address, msg)
         if self.queue is not None:
             self.queue.put_nowait("")  # wake the writer so it notices the close
+
+
+def dial(
+    address: str,
+    path: str,
+    host_id: str,
+    *,
+    credentials: tuple[str, str] | None,
+    ssl_context: ssl.SSLContext | None,
+    persistence: str | None = None,
+) -> connect:
+    """The agent's WebSocket to an analyzer endpoint (``async with dial(...) as ws``).
+
+    Host ID and client type in the handshake, the cluster credentials as HTTP Basic, ``wss://``
+    when TLS is configured; pings every 5 s.
+    """
+    scheme = "wss" if ssl_context is not None else "ws"
+    headers = {"X-Host-ID": host_id, "X-Client-Type": "skydive-agent"}
+    if persistence is not None:
+        headers["X-Persistence-Policy"] = persistence
+    if credentials is not None:
+        pair = ":".join(credentials).encode()
+        headers["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+    return connect(
+        f"{scheme}://{address}{path}",
+        additional_headers=headers,
+        # > the analyzer's longest brute-force delay (5 s, api/auth.py), so a refused agent
+        # reads the refusal's reason rather than a timeout
+        open_timeout=15,
+        ping_interval=5,
+        ping_timeout=10,
+        max_size=None,
+        compression=None,
+        ssl=ssl_context,
+    )
 
 
 def _refusal_reason(exc: InvalidStatus) -> str:

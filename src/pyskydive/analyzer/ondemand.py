@@ -34,7 +34,7 @@ from pyskydive.analyzer.rules import query_node_ids
 from pyskydive.analyzer.store import ResourceStore
 from pyskydive.errors import SkydiveError
 from pyskydive.flow.captures import default_type, supports
-from pyskydive.graph import Edge, Graph, Node, Op
+from pyskydive.graph import BaseListener, Edge, Graph, Node, Op
 from pyskydive.graph import messages as wire
 from pyskydive.gremlin import evaluate
 from pyskydive.gremlin.probepath import capture_query
@@ -56,7 +56,7 @@ def capture_nodes(capture: dict[str, Any], graph: Graph) -> list[Node]:
     return [graph.nodes[i] for i in ids]
 
 
-class OnDemand:
+class OnDemand(BaseListener):
     def __init__(self, graph: Graph, hub: Hub, store: ResourceStore) -> None:
         self.graph = graph
         self.hub = hub
@@ -155,9 +155,6 @@ class OnDemand:
 
     def on_edge_added(self, edge: Edge) -> None:
         self._dirty.set()
-
-    def on_edge_updated(self, edge: Edge, ops: list[Op]) -> None:
-        pass
 
     def on_edge_deleted(self, edge: Edge) -> None:
         self._dirty.set()

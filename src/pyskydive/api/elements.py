@@ -23,7 +23,7 @@ from typing import Any
 from pyskydive.analyzer.store import ResourceStore
 from pyskydive.api.jsonpatch import apply_patch, parse_pointer
 from pyskydive.errors import MessageError
-from pyskydive.graph import Edge, Graph, Node, Op
+from pyskydive.graph import BaseListener, Edge, Graph, Node
 from pyskydive.graph import messages as wire
 
 __all__ = ["ApiElements", "Conflict", "NotFound"]
@@ -42,7 +42,7 @@ class Conflict(MessageError):
     """An element with that ID exists already."""
 
 
-class ApiElements:
+class ApiElements(BaseListener):
     """Creates, patches and deletes API nodes and edges; keeps them in the store."""
 
     def __init__(
@@ -213,18 +213,6 @@ class ApiElements:
     def _retry_later(self) -> None:
         self._retry_scheduled = False
         self._retry_pending(None)
-
-    def on_node_updated(self, node: Node, ops: list[Op]) -> None:
-        pass
-
-    def on_node_deleted(self, node: Node) -> None:
-        pass
-
-    def on_edge_added(self, edge: Edge) -> None:
-        pass
-
-    def on_edge_updated(self, edge: Edge, ops: list[Op]) -> None:
-        pass
 
     def on_edge_deleted(self, edge: Edge) -> None:
         stored = self.store.get(EDGE, edge.id)

@@ -64,6 +64,28 @@ class GraphListener(Protocol):
     def on_edge_deleted(self, edge: Edge) -> None: ...
 
 
+class BaseListener:
+    """A :class:`GraphListener` that ignores everything: subclass it, override what matters."""
+
+    def on_node_added(self, node: Node) -> None:
+        pass
+
+    def on_node_updated(self, node: Node, ops: list[Op]) -> None:
+        pass
+
+    def on_node_deleted(self, node: Node) -> None:
+        pass
+
+    def on_edge_added(self, edge: Edge) -> None:
+        pass
+
+    def on_edge_updated(self, edge: Edge, ops: list[Op]) -> None:
+        pass
+
+    def on_edge_deleted(self, edge: Edge) -> None:
+        pass
+
+
 def _match_value(actual: Any, expected: Any) -> bool:
     if callable(expected):
         return bool(expected(actual))

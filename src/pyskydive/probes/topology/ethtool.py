@@ -37,7 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from pyskydive.errors import ProtocolError
-from pyskydive.graph import Edge, Node, Op
+from pyskydive.graph import BaseListener, Edge, Node, Op
 from pyskydive.probes.topology.ethtool_codec import (
     METADATA_KEYS,
     SIOCETHTOOL,
@@ -95,7 +95,7 @@ def query_names(names: Sequence[str]) -> list[Result]:
     return out
 
 
-class EthtoolProbe:
+class EthtoolProbe(BaseListener):
     """Keep the ethtool metadata of every interface node of ``ctx.graph`` up to date."""
 
     def __init__(
@@ -159,12 +159,6 @@ class EthtoolProbe:
         if edge.child in self._unowned and edge.metadata.get("RelationType") == "ownership":
             self._unowned.discard(edge.child)
             self._schedule(edge.child)
-
-    def on_edge_updated(self, edge: Edge, ops: list[Op]) -> None:
-        pass
-
-    def on_edge_deleted(self, edge: Edge) -> None:
-        pass
 
     def _schedule(self, node_id: str) -> None:
         self._pending[node_id] = None

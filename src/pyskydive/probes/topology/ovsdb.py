@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pyskydive.errors import ProbeError, ProtocolError
-from pyskydive.graph import Edge, Node
+from pyskydive.graph import BaseListener, Edge, Node
 from pyskydive.graph.graph import SET_OP, Op
 from pyskydive.probes.topology.ovsdb_model import HOST, EdgeIntent, Kind, NodeIntent, OvsdbModel
 from pyskydive.probes.topology.registry import TopologyContext, new_id
@@ -103,7 +103,7 @@ class _Applied:
     edges: dict[EdgeIntent, Edge] = field(default_factory=dict)
 
 
-class OvsdbProbe:
+class OvsdbProbe(BaseListener):
     """Mirror one OVSDB server into the graph (bridges, ports, interfaces)."""
 
     def __init__(
@@ -265,15 +265,6 @@ class OvsdbProbe:
         uuid = self._merged_ids.get(node.id)
         if uuid is not None:
             self._schedule({uuid})
-
-    def on_edge_added(self, edge: Edge) -> None:
-        pass
-
-    def on_edge_updated(self, edge: Edge, ops: list[Op]) -> None:
-        pass
-
-    def on_edge_deleted(self, edge: Edge) -> None:
-        pass
 
     # -- applying intents ------------------------------------------------------------------
 

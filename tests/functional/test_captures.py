@@ -149,7 +149,10 @@ def test_capture_on_two_points_gives_exact_flows(cluster: Cluster, kernel: Kerne
     icmp = wait_flows(
         port,
         "G.Flows().Has('LayersPath', 'Ethernet/IPv4/ICMPv4')",
-        lambda fs: len(fs) == 2 and all(f["Metric"]["BAPackets"] == 3 for f in fs),
+        lambda fs: (
+            len(fs) == 2
+            and all((f["Metric"]["ABPackets"], f["Metric"]["BAPackets"]) == (3, 3) for f in fs)
+        ),
     )
     for f in icmp:
         assert (f["Network"]["A"], f["Network"]["B"]) == (lab.ip1, lab.ip2)
@@ -163,7 +166,10 @@ def test_capture_on_two_points_gives_exact_flows(cluster: Cluster, kernel: Kerne
     udp = wait_flows(
         port,
         "G.Flows().Has('Transport.Protocol', 'UDP', 'Transport', 5000)",
-        lambda fs: len(fs) == 2 and all(f["Metric"]["BAPackets"] == 2 for f in fs),
+        lambda fs: (
+            len(fs) == 2
+            and all((f["Metric"]["ABPackets"], f["Metric"]["BAPackets"]) == (5, 2) for f in fs)
+        ),
     )
     for f in udp:
         assert (f["Transport"]["A"], f["Transport"]["B"]) == (5001, 5000)
@@ -174,7 +180,18 @@ def test_capture_on_two_points_gives_exact_flows(cluster: Cluster, kernel: Kerne
     tcp = wait_flows(
         port,
         "G.Flows().Has('Transport.Protocol', 'TCP', 'Transport', 5001)",
-        lambda fs: len(fs) == 2 and all(f.get("FinishType") == "TCP_FIN" for f in fs),
+        # both points saw the FIN, and (after their last updates) the same packets
+        lambda fs: (
+            len(fs) == 2
+            and all(f.get("FinishType") == "TCP_FIN" for f in fs)
+            and fs[0]["Metric"]
+            == {
+                **fs[1]["Metric"],
+                "Start": fs[0]["Metric"]["Start"],
+                "Last": fs[0]["Metric"]["Last"],
+                "RTT": fs[0]["Metric"]["RTT"],
+            }
+        ),
     )
     assert tcp[0]["Metric"]["ABPackets"] == tcp[1]["Metric"]["ABPackets"] > 0
     assert tcp[0]["Metric"]["BAPackets"] == tcp[1]["Metric"]["BAPackets"] > 0

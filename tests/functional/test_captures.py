@@ -382,3 +382,23 @@ def test_captures_and_flows_survive_an_analyzer_restart(
     )
     assert flows[0]["Network"]["A"] == lab.ip1
     wait_active(port, lab.host1, cid)
+
+
+def test_flows_over_udp(cluster: Cluster, kernel: Kernel) -> None:
+    """flow.protocol udp: the agent sends its flow batches as datagrams to the analyzer's port."""
+    lab = make_lab(kernel)
+    pair = start_pair(cluster, extra={"SKYDIVE_FLOW_UPDATE": "1", "SKYDIVE_FLOW_PROTOCOL": "udp"})
+    port = pair.port
+    wait_node(port, Name=lab.host1)
+    cid = create_capture(port, GremlinQuery=f"G.V().Has('Name', '{lab.host1}')")["UUID"]
+    wait_active(port, lab.host1, cid)
+    lab.run(lab.ns1, "icmp", lab.ip2, 3)
+    wait_flows(
+        port,
+        f"G.Flows().Has('CaptureID', '{cid}', 'LayersPath', 'Ethernet/IPv4/ICMPv4')",
+        lambda fs: len(fs) == 1 and fs[0]["Metric"]["BAPackets"] == 3,
+    )
+    links = httpx.get(f"http://127.0.0.1:{pair.agent.agent_port}/api/status").json()["FlowLinks"]
+    assert [link["Sent"] > 0 for link in links.values()] == [True]
+    ingest = httpx.get(f"{api(port)}/status").json()["Flows"]["FromAgents"]
+    assert ingest["Flows"] > 0 and ingest["Rejected"] == 0

@@ -3,9 +3,9 @@
 The body is streamed (``request.stream()``) chunk by chunk into a
 :class:`~pyskydive.flow.fast.PcapFlowFeeder`: each record is decoded (first layer from the pcap
 link type; in C when the extension is built) and fed to a :class:`~pyskydive.flow.FlowTable`
-with the packet's own timestamp (ns → ms) as ``now``, and the table is ticked with that time
-once per second of it. At the end the table is ticked far in the future so every flow is
-emitted. Flows carry NodeTID ``""`` and a
+with the packet's own timestamp as ``now`` (ms; ns for the RTT), and the table is ticked with
+that time once per second of it. At the end the table is ticked far in the future so every flow
+is emitted. Flows carry NodeTID ``""`` and a
 fresh CaptureID per upload; they reach the :class:`~pyskydive.analyzer.flows.FlowStore` only
 when the whole body parsed, so a bad pcap stores nothing.
 

@@ -554,7 +554,8 @@ static int read_flow(FastTable *self, Entry *e) {
 
 /* ---- accounting ------------------------------------------------------------------------ */
 
-static void account(Entry *e, const Parsed *p, int64_t now, int64_t len) {
+/* Account one parsed frame seen at now (ms) / now_ns (the same instant in ns, for RTT). */
+static void account(Entry *e, const Parsed *p, int64_t now, int64_t now_ns, int64_t len) {
     int ab = p->swapped == e->a_swapped;
     if (ab) {
         e->abp++;
@@ -567,13 +568,15 @@ static void account(Entry *e, const Parsed *p, int64_t now, int64_t len) {
     int fl = p->tcp_flags;
     if (fl >= 0 && (fl & (TH_SYN | TH_FIN | TH_RST))) {
         e->has_tm = 1;
+        /* Skydive v0.28 updateRTT, in its order (see table.py) */
+        if ((fl & TH_SYN) && e->rtt_probe < 0) {
+            e->rtt_probe = now_ns;
+        } else if (e->rtt_probe >= 0 &&
+                   ((fl & (TH_SYN | TH_ACK)) == (TH_SYN | TH_ACK) || (fl & TH_RST))) {
+            e->rtt = now_ns - e->rtt_probe;
+            e->rtt_probe = -1;
+        }
         if (fl & TH_SYN) {
-            if (fl & TH_ACK) {
-                if (e->rtt_probe >= 0 && !e->rtt)
-                    e->rtt = now - e->rtt_probe;
-            } else if (e->rtt_probe < 0) {
-                e->rtt_probe = now;
-            }
             if (ab) {
                 if (!e->tm[TM_AB_SYN])
                     e->tm[TM_AB_SYN] = now;
@@ -600,13 +603,14 @@ static void account(Entry *e, const Parsed *p, int64_t now, int64_t len) {
                 e->tm[TM_BA_RST] = now;
             }
         }
-    } else if (p->icmp_type >= 0 && !e->rtt) {
-        int t = p->icmp_type;
-        if (t == 8 || t == 128) {
+    } else if (p->icmp_type >= 0) {
+        int t = p->icmp_type, v4 = p->key.l4 == L4_ICMP4;
+        if (t == (v4 ? 8 : 128)) { /* echo request */
             if (e->rtt_probe < 0)
-                e->rtt_probe = now;
-        } else if ((t == 0 || t == 129) && e->rtt_probe >= 0) {
-            e->rtt = now - e->rtt_probe;
+                e->rtt_probe = now_ns;
+        } else if (t == (v4 ? 0 : 129) && e->rtt_probe >= 0) { /* echo reply */
+            e->rtt = now_ns - e->rtt_probe;
+            e->rtt_probe = -1;
         }
     }
 }
@@ -624,17 +628,19 @@ static PyObject *first_name(int first, PyObject *other) {
     }
 }
 
-/* Call table.<meth>(bytes(frame), first, now, len); a new reference or NULL. */
+/* Call table.<meth>(bytes(frame), first, now, len, now_ns); a new reference or NULL. */
 static PyObject *callback(FastTable *self, PyObject *meth, const uint8_t *b, Py_ssize_t n,
-                          PyObject *first, int64_t now, int64_t len) {
+                          PyObject *first, int64_t now, int64_t now_ns, int64_t len) {
     PyObject *data = PyBytes_FromStringAndSize((const char *)b, n);
     PyObject *pnow = PyLong_FromLongLong(now), *plen = PyLong_FromLongLong(len);
+    PyObject *pns = PyLong_FromLongLong(now_ns);
     PyObject *r = NULL;
-    if (data && pnow && plen)
-        r = PyObject_CallMethodObjArgs(self->table, meth, data, first, pnow, plen, NULL);
+    if (data && pnow && plen && pns)
+        r = PyObject_CallMethodObjArgs(self->table, meth, data, first, pnow, plen, pns, NULL);
     Py_XDECREF(data);
     Py_XDECREF(pnow);
     Py_XDECREF(plen);
+    Py_XDECREF(pns);
     return r;
 }
 
@@ -695,12 +701,13 @@ static PyObject *fields_tuple(const uint8_t *b, int first, const Parsed *p) {
     return t;
 }
 
-/* Decode and account one frame; 0 or -1 with an error set. */
+/* Decode and account one frame seen at now (ms) and now_ns (ns); 0 or -1 with an error set. */
 static int process(FastTable *self, const uint8_t *b, Py_ssize_t n, int first, PyObject *fname,
-                   int64_t now, int64_t len) {
+                   int64_t now, int64_t now_ns, int64_t len) {
     Parsed p;
     if (!parse(b, n, first, self->l2, &p)) {
-        PyObject *r = callback(self, s_fast_slow, b, n, first_name(first, fname), now, len);
+        PyObject *r =
+            callback(self, s_fast_slow, b, n, first_name(first, fname), now, now_ns, len);
         if (!r)
             return -1;
         Py_DECREF(r);
@@ -746,7 +753,7 @@ static int process(FastTable *self, const uint8_t *b, Py_ssize_t n, int first, P
             return -1;
         }
     }
-    account(&self->entries[i], &p, now, len);
+    account(&self->entries[i], &p, now, now_ns, len);
     mark_dirty(self, i);
     return 0;
 }
@@ -795,12 +802,12 @@ static int first_code(PyObject *first) {
 
 static PyObject *FT_feed_frame(FastTable *self, PyObject *args) {
     Py_buffer buf;
-    long long now, len;
+    long long now, len, now_ns;
     PyObject *first;
-    if (!PyArg_ParseTuple(args, "y*LLU", &buf, &now, &len, &first))
+    if (!PyArg_ParseTuple(args, "y*LLUL", &buf, &now, &len, &first, &now_ns))
         return NULL;
     int code = first_code(first);
-    int r = code < 0 ? -1 : process(self, buf.buf, buf.len, code, first, now, len);
+    int r = code < 0 ? -1 : process(self, buf.buf, buf.len, code, first, now, now_ns, len);
     PyBuffer_Release(&buf);
     return finish_call(self, r < 0 ? NULL : Py_NewRef(Py_None));
 }
@@ -829,10 +836,10 @@ static PyObject *FT_feed_pcap(FastTable *self, PyObject *args) {
         }
         if (pos + 16 + (Py_ssize_t)caplen > n)
             break;
-        now = ((long long)rd32(h, big) * 1000000000LL + (long long)rd32(h + 4, big) * scale) /
-              1000000LL;
-        if (process(self, h + 16, caplen, FIRST_ETHERNET, s_Ethernet, now, rd32(h + 12, big)) <
-            0) {
+        long long ns = (long long)rd32(h, big) * 1000000000LL + (long long)rd32(h + 4, big) * scale;
+        now = ns / 1000000LL;
+        if (process(self, h + 16, caplen, FIRST_ETHERNET, s_Ethernet, now, ns,
+                    rd32(h + 12, big)) < 0) {
             PyBuffer_Release(&buf);
             return finish_call(self, NULL);
         }
@@ -1018,7 +1025,8 @@ static PyObject *FT_sflow_feed(FastTable *self, PyObject *args) {
                                 : proto == 12 ? FIRST_IPV6
                                               : -1;
                     if (first >= 0 &&
-                        process(self, b + off + 16, hlen, first, NULL, now, wire) < 0) {
+                        process(self, b + off + 16, hlen, first, NULL, now, now * 1000000LL,
+                                wire) < 0) {
                         PyBuffer_Release(&buf);
                         return finish_call(self, NULL);
                     }
@@ -1076,6 +1084,7 @@ static PyObject *FT_feed_tpacket_block(FastTable *self, PyObject *args) {
         const uint8_t *frame = b + off + mac;
         Py_ssize_t flen = snap;
         int64_t now = (int64_t)h[1] * 1000 + h[2] / 1000000;
+        int64_t now_ns = (int64_t)h[1] * 1000000000 + h[2];
         if ((status & TP_STATUS_VLAN_VALID) && code == FIRST_ETHERNET && snap >= 12) {
             uint32_t tci;
             uint16_t tpid;
@@ -1099,7 +1108,7 @@ static PyObject *FT_feed_tpacket_block(FastTable *self, PyObject *args) {
             flen += 4;
             wire += 4;
         }
-        if (process(self, frame, flen, code, first, now, wire) < 0) {
+        if (process(self, frame, flen, code, first, now, now_ns, wire) < 0) {
             PyBuffer_Release(&buf);
             return finish_call(self, NULL);
         }
@@ -1260,7 +1269,7 @@ static PyObject *FT_memory(FastTable *self, PyObject *Py_UNUSED(ignored)) {
 
 static PyMethodDef FT_methods[] = {
     {"feed_frame", (PyCFunction)FT_feed_frame, METH_VARARGS,
-     "feed_frame(data, now_ms, wire_len, first): decode and account one frame"},
+     "feed_frame(data, now_ms, wire_len, first, now_ns): decode and account one frame"},
     {"feed_pcap", (PyCFunction)FT_feed_pcap, METH_VARARGS,
      "feed_pcap(buf, pos, big_endian, nanosecond, tick_every_ms, ticked) -> "
      "(pos, count, now, status)"},

@@ -29,13 +29,26 @@ each flow's mutable state has one owner at a time: the C counters are copied int
   a datagram C cannot vouch for (an error, a 0:1002/0:1003 record) takes the pure path.
 * :func:`feed_tpacket_block` walks one TPACKET_V3 ring block (see
   :mod:`pyskydive.probes.flow.ring`).
+
+Timestamps: packets are accounted at their own time in ms, and in ns for the RTT (see
+:mod:`pyskydive.flow.table`): pcap records and TPACKET_V3 headers carry nanoseconds (or
+microseconds), an sFlow datagram has only its arrival time, ``now_ms * 1_000_000``.
+
+Userspace filters: :class:`PcapFlowFeeder` and :func:`feed_sflow` take an optional ``accept``
+hook, ``accept(frame) -> bool`` (a :class:`pyskydive.protocols.bpf.Matcher`, in the capture
+probes): a frame it rejects is not fed at all (as if a kernel filter had dropped it: no packet
+counted, no tick) and is counted in ``filtered``. With a hook, the compiled path cuts records
+and datagrams in Python (the pure front end) and calls the hook there; each accepted frame is
+still decoded and accounted in C by :meth:`FlowTable.feed_frame`. That costs a Python loop per
+packet, of the order of the hook's own ctypes call; the flows are the same either way.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Final, NoReturn
+from typing import Any, Final, NoReturn, TypeAlias
 
 from pyskydive.errors import ProtocolError
 from pyskydive.flow.model import Flow
@@ -52,6 +65,7 @@ from pyskydive.protocols.sflow import (
 __all__ = [
     "COMPILED",
     "FLUSH_AFTER_MS",
+    "Accept",
     "PcapFlowFeeder",
     "SflowFeed",
     "feed_sflow",
@@ -66,6 +80,14 @@ FLUSH_AFTER_MS: Final = 10**12
 
 # sFlow sampled-header protocol → the packet decoder's first layer (sflow_version_5.txt).
 _SFLOW_FIRST: Final[dict[int, str]] = {1: "Ethernet", 11: "IPv4", 12: "IPv6"}
+# what an ``accept`` hook sees in front of a sampled IPv4 / IPv6 header: a zero Ethernet header
+_SFLOW_ETH_PREFIX: Final[dict[int, bytes]] = {
+    11: bytes(12) + b"\x08\x00",
+    12: bytes(12) + b"\x86\xdd",
+}
+
+#: ``accept(frame) -> bool``: a userspace filter (module docstring).
+Accept: TypeAlias = Callable[[bytes], bool]
 
 _GLOBAL_LEN: Final = 24
 _MAX_CAPLEN: Final = 0x40000  # as PcapReader
@@ -84,19 +106,27 @@ class SflowFeed:
     flow_samples: int
     counters: list[CounterSample] = field(default_factory=list)
     error: str | None = None
+    filtered: int = 0  # sampled headers the ``accept`` hook rejected
 
 
 def feed_sflow(
-    table: FlowTable, datagram: bytes | bytearray | memoryview, now_ms: int
+    table: FlowTable,
+    datagram: bytes | bytearray | memoryview,
+    now_ms: int,
+    accept: Accept | None = None,
 ) -> SflowFeed:
     """Feed every sampled header (Ethernet, IPv4, IPv6) of one sFlow v5 datagram to ``table``.
 
     Each header is accounted with the record's ``frame_length`` as wire length and ``now_ms``.
     Counter samples are returned decoded. Never raises on bad bytes: a malformed datagram feeds
     nothing and comes back with ``error`` set to the :class:`ProtocolError` text.
+
+    ``accept``: a header it rejects is not fed (counted in ``filtered``). It is always given an
+    Ethernet frame, so that one filter (compiled for DLT_EN10MB) fits every header: a sampled
+    IPv4 or IPv6 header gets a zero Ethernet header (MACs 00:00:00:00:00:00) in front.
     """
     fast = table._fast
-    if fast is not None:
+    if fast is not None and accept is None:
         if not isinstance(datagram, bytes):
             datagram = bytes(datagram)  # one contiguous buffer for C and the counter decoder
         spans = fast.sflow_check(datagram)
@@ -110,17 +140,21 @@ def feed_sflow(
                     return SflowFeed(0, [], str(exc))
             flows: int = fast.sflow_feed(datagram, now_ms)
             return SflowFeed(flows, counters)
-    return _feed_sflow_pure(table, datagram, now_ms)
+    return _feed_sflow_pure(table, datagram, now_ms, accept)
 
 
 def _feed_sflow_pure(
-    table: FlowTable, datagram: bytes | bytearray | memoryview, now_ms: int
+    table: FlowTable,
+    datagram: bytes | bytearray | memoryview,
+    now_ms: int,
+    accept: Accept | None,
 ) -> SflowFeed:
     try:
         dg = decode_datagram(datagram)
     except ProtocolError as exc:
         return SflowFeed(0, [], str(exc))
     flows = 0
+    filtered = 0
     counters: list[CounterSample] = []
     for sample in dg.samples:
         if isinstance(sample, FlowSample):
@@ -128,17 +162,24 @@ def _feed_sflow_pure(
             for rec in sample.records:
                 if isinstance(rec, RawPacketHeader):
                     first = _SFLOW_FIRST.get(rec.protocol)
-                    if first is not None:
-                        table.feed_frame(rec.header, now_ms, rec.frame_length, first)
+                    if first is None:
+                        continue
+                    if accept is not None:
+                        frame = bytes(rec.header)
+                        if not accept(_SFLOW_ETH_PREFIX.get(rec.protocol, b"") + frame):
+                            filtered += 1
+                            continue
+                    table.feed_frame(rec.header, now_ms, rec.frame_length, first)
         elif isinstance(sample, CounterSample):
             counters.append(sample)
-    return SflowFeed(flows, counters)
+    return SflowFeed(flows, counters, None, filtered)
 
 
 def feed_tpacket_block(table: FlowTable, block: memoryview, first: str = "Ethernet") -> int:
     """Feed every packet of one TPACKET_V3 block (``struct tpacket_block_desc``) to ``table``.
 
-    Each packet is accounted at its own ``tp_sec``/``tp_nsec`` (ms) with ``tp_len`` as wire
+    Each packet is accounted at its own ``tp_sec``/``tp_nsec`` (ms, and ns for the RTT) with
+    ``tp_len`` as wire
     length. Returns the number of packets. The caller owns the block (status, release). A VLAN
     tag the kernel took out of the frame (``TP_STATUS_VLAN_VALID``) is put back, as libpcap
     does, so the flow shows its ``Dot1Q`` layer.
@@ -170,7 +211,7 @@ def feed_tpacket_block(table: FlowTable, block: memoryview, first: str = "Ethern
                 tpid = 0x8100
             frame = bytes(frame[:12]) + struct.pack("!HH", tpid, tci & 0xFFFF) + bytes(frame[12:])
             wire += 4
-        table.feed_frame(frame, sec * 1000 + nsec // 1_000_000, wire, first)
+        table.feed_frame(frame, sec * 1000 + nsec // 1_000_000, wire, first, sec * 10**9 + nsec)
         count += 1
         if not nxt:
             break
@@ -182,13 +223,20 @@ class PcapFlowFeeder:
     """Sans-I/O pcap stream → flows: ``feed(chunk)`` and ``finish()`` return flow wire dicts.
 
     Raises :class:`ProtocolError` (with the stream offset) on a bad pcap, as
-    :class:`~pyskydive.protocols.pcap.PcapReader` does.
+    :class:`~pyskydive.protocols.pcap.PcapReader` does. Packets are accounted at their record's
+    time (ns for the RTT). ``accept``: a record whose data (the frame as captured, in the
+    stream's link type) it rejects is skipped, counted in ``filtered`` and not in ``packets``;
+    give it to the constructor, or set the attribute before the first :meth:`feed`.
     """
 
-    def __init__(self, table: FlowTable, tick_every_ms: int = 1000) -> None:
+    def __init__(
+        self, table: FlowTable, tick_every_ms: int = 1000, accept: Accept | None = None
+    ) -> None:
         self.table = table
         self.tick_every_ms = tick_every_ms
+        self.accept = accept
         self.packets = 0
+        self.filtered = 0
         self._reader = PcapReader()  # the global header, and the pure path
         self._buf = bytearray()  # compiled path: records not cut yet
         self._offset = 0  # stream offset of _buf[0] (compiled path)
@@ -204,7 +252,11 @@ class PcapFlowFeeder:
         """Account the complete records of ``chunk`` (after any left over); return emitted flows."""
         out: list[dict[str, Any]] = []
         fast = self.table._fast
-        if fast is None or (self._reader.header is not None and self._first != "Ethernet"):
+        if (
+            fast is None
+            or self.accept is not None  # the hook is called from the Python loop
+            or (self._reader.header is not None and self._first != "Ethernet")
+        ):
             self._feed_pure(chunk, out)
             return out
         buf = self._buf
@@ -284,16 +336,21 @@ class PcapFlowFeeder:
             first = self._first = first_layer(header.linktype)
         table = self.table
         every = self.tick_every_ms
+        accept = self.accept
         ticked = self._ticked
         for rec in records:
-            now = rec.timestamp_ns // 1_000_000
-            table.feed_frame(rec.data, now, rec.original_len, first)
+            if accept is not None and not accept(rec.data):
+                self.filtered += 1
+                continue
+            ns = rec.timestamp_ns
+            now = ns // 1_000_000
+            table.feed_frame(rec.data, now, rec.original_len, first, ns)
             self.packets += 1
+            self._now = now
             if ticked is None or abs(now - ticked) >= every:
                 ticked = now
                 self._emit(table.tick(now), out)
         self._ticked = ticked
-        self._now = now
 
     @staticmethod
     def _emit(result: tuple[list[Flow], list[Flow]], out: list[dict[str, Any]]) -> None:

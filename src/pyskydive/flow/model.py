@@ -3,7 +3,7 @@
 ``Flow`` and ``Metric`` are mutable slotted dataclasses: the flow table updates them in place on
 every packet (the hot path), and ``to_wire()`` takes the JSON snapshot the shell ships. Field
 names on the wire follow Skydive v0.28's ``flow.proto``/JSON (``ABPackets``, ``LayersPath``...).
-Times are epoch milliseconds.
+Times are epoch milliseconds, except ``Metric.RTT`` (nanoseconds, as Skydive's).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class Metric:
     ba_bytes: int = 0
     start: int = 0
     last: int = 0
-    rtt: int = 0  # milliseconds here; 0 = not measured
+    rtt: int = 0  # nanoseconds, 0 = not measured (see pyskydive.flow.table)
 
     def copy(self) -> Metric:
         return Metric(
@@ -123,7 +123,7 @@ class Flow:
     # table bookkeeping, not on the wire
     a_endpoint: tuple[Any, ...] = ()
     updated_metric: Metric = field(default_factory=Metric)  # snapshot at the last update
-    rtt_probe: int = -1  # time of the SYN / echo request awaiting its answer
+    rtt_probe: int = -1  # time (ns) of the SYN / echo request awaiting its answer; -1: none
     short: bool = False  # ARP/DNS: short expiry
 
     def to_wire(self) -> dict[str, Any]:

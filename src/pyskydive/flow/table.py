@@ -24,7 +24,19 @@ layer is counted and dropped. When ``max_entries`` flows are live, packets of ne
 dropped and counted in ``stats.overflow``.
 
 Semantics follow Skydive v0.28 ``flow/table.go`` (update/expire timers, FinishType) and
-``flow/flow.go`` (A = first sender, RTT from SYN to SYN/ACK and echo request to reply).
+``flow/flow.go`` (A = first sender, ``updateRTT``).
+
+RTT: ``Metric.RTT`` is in NANOSECONDS, as on Skydive's wire, measured on packet timestamps in
+ns (``feed(..., now_ns=)``; when a front end has only milliseconds, ``now_ms * 1_000_000``).
+Times everywhere else (Start, Last, TCPMetric) stay milliseconds. As Skydive v0.28's
+``updateRTT``, one probe time per flow (``Flow.rtt_probe``, -1 = none pending):
+
+* ICMPv4/ICMPv6 echo request: the probe is set if none is pending; echo reply: if one is
+  pending, RTT = now_ns - probe and the probe is cleared (RTT is the latest echo pair's);
+* TCP: ``if SYN and no probe: probe = now_ns``, ``elif probe and (SYN+ACK or RST): RTT =
+  now_ns - probe, probe cleared`` (in that order: a SYN/ACK seen first starts a probe).
+
+RTT 0 means not measured. ``LastUpdateMetric.RTT`` is the flow's RTT at the update.
 
 Acceleration: when the C extension :mod:`pyskydive.flow._fastflow` is built, a table (unless
 made with ``accelerate=False`` or with ``PYSKYDIVE_PURE=1`` in the environment) owns a C
@@ -74,8 +86,9 @@ __all__ = ["FlowTable", "TableStats", "TickResult"]
 _FIN, _SYN, _RST, _ACK = 0x01, 0x02, 0x04, 0x10
 _TRANSPORTS = {6: "TCP", 17: "UDP", 132: "SCTP"}
 _UDP_TUNNELS = frozenset(("VXLAN", "Geneve"))
-_ECHO_REQUEST = (8, 128)
-_ECHO_REPLY = (0, 129)
+# echo request / reply types, by IP protocol (ICMPv4 = 1, ICMPv6 = 58)
+_ECHO = {1: (8, 0), 58: (128, 129)}
+_NO_ECHO = (-1, -1)
 # Skydive's ICMPType enum names, by (ip_version, type)
 _ICMP4 = {0: "ECHO", 8: "ECHO", 3: "DESTINATION_UNREACHABLE", 11: "TIME_EXCEEDED",
           12: "PARAMETER_PROBLEM", 4: "SOURCE_QUENCH", 5: "REDIRECT", 13: "TIMESTAMP",
@@ -160,15 +173,21 @@ class FlowTable:
             self._fast.pull()
         return list(self._flows.values())
 
-    def feed(self, packet: Packet, now_ms: int, length: int | None = None) -> None:
-        """Account one decoded packet seen at ``now_ms``; ``length`` = wire length in bytes."""
+    def feed(
+        self, packet: Packet, now_ms: int, length: int | None = None, now_ns: int | None = None
+    ) -> None:
+        """Account one decoded packet seen at ``now_ms``; ``length`` = wire length in bytes.
+
+        ``now_ns``: the same instant in nanoseconds, for RTT (default ``now_ms * 1_000_000``).
+        """
         self.stats.packets += 1
         if packet.error is not None or (packet.inner is not None and packet.errors):
             self.stats.decode_errors += 1
-        flow = self._account(packet, now_ms, packet.length if length is None else length, None)
+        ns = now_ms * 1_000_000 if now_ns is None else now_ns
+        flow = self._account(packet, now_ms, ns, packet.length if length is None else length, None)
         inner = packet.inner
         while flow is not None and inner is not None:
-            flow = self._account(inner, now_ms, inner.length, flow)
+            flow = self._account(inner, now_ms, ns, inner.length, flow)
             inner = inner.inner
 
     def feed_frame(
@@ -177,16 +196,21 @@ class FlowTable:
         now_ms: int,
         wire_len: int,
         first: str = "Ethernet",
+        now_ns: int | None = None,
     ) -> None:
-        """Decode one frame (first layer ``first``) and account it; in C when it can."""
-        if self._fast is not None:
-            self._fast.feed_frame(data, now_ms, wire_len, first)
-        else:
-            self.feed(decode(data, first=first), now_ms, wire_len)
+        """Decode one frame (first layer ``first``) and account it; in C when it can.
 
-    def _fast_slow(self, data: bytes, first: str, now: int, length: int) -> None:
+        ``now_ns`` as for :meth:`feed`.
+        """
+        ns = now_ms * 1_000_000 if now_ns is None else now_ns
+        if self._fast is not None:
+            self._fast.feed_frame(data, now_ms, wire_len, first, ns)
+        else:
+            self.feed(decode(data, first=first), now_ms, wire_len, ns)
+
+    def _fast_slow(self, data: bytes, first: str, now: int, length: int, now_ns: int) -> None:
         """C callback: a frame the C decoder leaves to the pure one."""
-        self.feed(decode(data, first=first), now, length)
+        self.feed(decode(data, first=first), now, length, now_ns)
 
     def _fast_new(self, fields: tuple[Any, ...], now: int) -> tuple[Flow, bool] | None:
         """C callback: the flow of a frame C decoded but does not own yet (None: overflow).
@@ -209,7 +233,9 @@ class FlowTable:
             f = self._flows[key] = self._new_flow(p, now, fwd, None)
         return f, fwd == f.a_endpoint
 
-    def _account(self, p: Packet, now: int, length: int, parent: Flow | None) -> Flow | None:
+    def _account(
+        self, p: Packet, now: int, now_ns: int, length: int, parent: Flow | None
+    ) -> Flow | None:
         if not p.layers:
             return None
         fwd: tuple[Any, ...]
@@ -251,28 +277,31 @@ class FlowTable:
         f.last = now
         flags = p.tcp_flags
         if flags is not None and flags & (_SYN | _FIN | _RST):
-            self._tcp(f, flags, ab, now)
-        elif p.icmp_type is not None and not m.rtt:
-            if p.icmp_type in _ECHO_REQUEST:
+            self._tcp(f, flags, ab, now, now_ns)
+        elif p.icmp_type is not None:  # updateRTT (module docstring)
+            request, reply = _ECHO.get(p.ip_proto or 0, _NO_ECHO)
+            if p.icmp_type == request:
                 if f.rtt_probe < 0:
-                    f.rtt_probe = now
-            elif p.icmp_type in _ECHO_REPLY and f.rtt_probe >= 0:
-                m.rtt = now - f.rtt_probe
+                    f.rtt_probe = now_ns
+            elif p.icmp_type == reply and f.rtt_probe >= 0:
+                m.rtt = now_ns - f.rtt_probe
+                f.rtt_probe = -1
         if owned:
             self._fast.push_one(f)  # and back
         return f
 
     @staticmethod
-    def _tcp(f: Flow, flags: int, ab: bool, now: int) -> None:
+    def _tcp(f: Flow, flags: int, ab: bool, now: int, now_ns: int) -> None:
         tm = f.tcp_metric
         if tm is None:
             tm = f.tcp_metric = TCPMetric()
+        # updateRTT, in Skydive v0.28's order (module docstring)
+        if flags & _SYN and f.rtt_probe < 0:
+            f.rtt_probe = now_ns
+        elif f.rtt_probe >= 0 and (flags & (_SYN | _ACK) == _SYN | _ACK or flags & _RST):
+            f.metric.rtt = now_ns - f.rtt_probe
+            f.rtt_probe = -1
         if flags & _SYN:
-            if flags & _ACK:
-                if f.rtt_probe >= 0 and not f.metric.rtt:
-                    f.metric.rtt = now - f.rtt_probe
-            elif f.rtt_probe < 0:
-                f.rtt_probe = now
             if ab and not tm.ab_syn_start:
                 tm.ab_syn_start = now
             elif not ab and not tm.ba_syn_start:

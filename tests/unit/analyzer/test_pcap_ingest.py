@@ -40,11 +40,12 @@ def test_ingest_in_chunks(chunk: int) -> None:
     assert icmp["Network"]["A"] == "10.0.0.1" and icmp["Network"]["B"] == "10.0.0.2"
     assert icmp["Metric"]["ABPackets"] == 1 and icmp["Metric"]["BAPackets"] == 1
     assert (icmp["Start"], icmp["Last"]) == (T0_MS, T0_MS + 5)
-    assert icmp["Metric"]["RTT"] == 5
+    assert icmp["Metric"]["RTT"] == 5_000_000  # nanoseconds
     tcp = flows["Ethernet/IPv4/TCP"]
     assert (tcp["Metric"]["ABPackets"], tcp["Metric"]["BAPackets"]) == (4, 2)
     assert (tcp["Transport"]["A"], tcp["Transport"]["B"]) == (40000, 80)
     assert tcp["FinishType"] == "TCP_FIN"
+    assert tcp["Metric"]["RTT"] == 10_000_000  # SYN → SYN/ACK
     assert (tcp["Start"], tcp["Last"]) == (T0_MS + 100, T0_MS + 202)
     dns = flows["Ethernet/IPv4/UDP/DNS"]
     assert dns["Application"] == "DNS" and dns["Network"]["B"] == "10.0.0.3"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,10 @@ def run_frames(
     mixed_api: bool = False,
     tick_every: int = 17,
 ) -> tuple[list[Any], Any]:
-    """Feed frames (ticking every ``tick_every`` packets); every tick's output, then stats."""
+    """Feed frames (ticking every ``tick_every`` packets); every tick's output, then stats.
+
+    Two frames in three carry a nanosecond time within their millisecond (the RTT's clock).
+    """
     table = FlowTable(
         "node",
         "cap",
@@ -220,10 +224,11 @@ def run_frames(
     rng = random.Random(5)
     now = T0
     for i, (now, frame) in enumerate(frames):
-        if mixed_api and rng.random() < 0.3:
-            table.feed(decode(frame), now, len(frame) + 4)  # the Packet API on the same flows
+        now_ns = None if i % 3 == 0 else now * 1_000_000 + i * 7919 % 1_000_000
+        if mixed_api and rng.random() < 0.3:  # the Packet API on the same flows
+            table.feed(decode(frame), now, len(frame) + 4, now_ns)
         else:
-            table.feed_frame(frame, now, len(frame) + 4)
+            table.feed_frame(frame, now, len(frame) + 4, now_ns=now_ns)
         if i % tick_every == 0:
             updated, expired = table.tick(now)
             out.append((_wire(updated), _wire(expired), len(table)))
@@ -244,6 +249,8 @@ def test_mixed_frames_identical(mode: LayerKeyMode, seed: int) -> None:
     assert pstats == fstats
     assert pstats.decode_errors > 0 and pstats.flows_created > 100
     assert fast == pure
+    rtts = [f["Metric"]["RTT"] for tick in pure[:-1] if isinstance(tick, tuple) for f in tick[0]]
+    assert any(r % 1_000_000 for r in rtts)  # RTTs were measured, to the nanosecond
 
 
 @needs_compiled
@@ -270,14 +277,18 @@ def test_overflow_identical(max_entries: int) -> None:
 # -- pcap ---------------------------------------------------------------------------------
 
 
-def _pcap_flows(data: bytes, accelerate: bool, chunk: int) -> tuple[list[dict[str, Any]], Any]:
+def _pcap_flows(
+    data: bytes, accelerate: bool, chunk: int, accept: Callable[[bytes], bool] | None = None
+) -> tuple[list[dict[str, Any]], Any]:
     table = FlowTable("n", "c", accelerate=accelerate, update_every_ms=1000)
-    feeder = PcapFlowFeeder(table, tick_every_ms=500)
+    feeder = PcapFlowFeeder(table, tick_every_ms=500, accept=accept)
     out: list[dict[str, Any]] = []
     for i in range(0, len(data), chunk):
         out += feeder.feed(data[i : i + chunk])
     out += feeder.finish()
     assert feeder.packets == table.stats.packets
+    if accept is None:
+        assert feeder.filtered == 0
     return out, table.stats
 
 
@@ -296,6 +307,53 @@ def test_pcap_feeder_identical(chunk: int) -> None:
 def test_pcap_feeder_chunking_does_not_matter() -> None:
     data = write_pcap((t * 1_000_000, f) for t, f in mixed_frames(9, 500, 40))
     assert _pcap_flows(data, False, 33) == _pcap_flows(data, False, len(data))
+
+
+def _no_udp(frame: bytes) -> bool:
+    return "UDP" not in decode(frame).layers
+
+
+@pytest.mark.parametrize("chunk", [64, 1 << 20])
+def test_pcap_feeder_accept_hook_skips_what_it_rejects(chunk: int) -> None:
+    """A rejected record is as if it was never in the stream: same flows, same ticks."""
+    frames = [(t * 1_000_000 + 77, f) for t, f in mixed_frames(13, 1500, 80)]
+    kept = [(t, f) for t, f in frames if _no_udp(f)]
+    assert 100 < len(kept) < len(frames)
+    want = _pcap_flows(write_pcap(kept, nanosecond=True), False, chunk)
+    data = write_pcap(frames, nanosecond=True)
+    for accelerate in (False, True) if ACCELERATED else (False,):
+        table = FlowTable("n", "c", accelerate=accelerate, update_every_ms=1000)
+        feeder = PcapFlowFeeder(table, tick_every_ms=500, accept=_no_udp)
+        out: list[dict[str, Any]] = []
+        for i in range(0, len(data), chunk):
+            out += feeder.feed(data[i : i + chunk])
+        out += feeder.finish()
+        assert (out, table.stats) == want
+        assert (feeder.packets, feeder.filtered) == (len(kept), len(frames) - len(kept))
+        outer = [f for f in out if "ParentUUID" not in f]  # GRE can carry UDP inside
+        assert outer and not any("UDP" in f["LayersPath"] for f in outer)
+
+
+@pytest.mark.parametrize("nanosecond", [True, False])
+def test_pcap_feeder_rtt_from_record_time_in_nanoseconds(nanosecond: bool) -> None:
+    a, b = bytes((10, 0, 0, 1)), bytes((10, 0, 0, 2))
+    ping = _mac(2) + _mac(1) + b"\x08\x00" + _ip4(1, _icmp(8, 5), a, b)
+    pong = _mac(1) + _mac(2) + b"\x08\x00" + _ip4(1, _icmp(0, 5), b, a)
+    t = T0 * 1_000_000 + 123_000
+    second = 1_000_000_000
+    data = write_pcap(
+        [(t, ping), (t + 300_000, pong), (t + second, ping), (t + second + 250_000, pong)],
+        nanosecond=nanosecond,
+    )
+    results = []
+    for accelerate in (False, True) if ACCELERATED else (False,):
+        out, _ = _pcap_flows(data, accelerate, 1 << 20)
+        results.append(out)
+        first_update = out[0]["Metric"]  # at the second ping, before its reply
+        assert (first_update["ABPackets"], first_update["BAPackets"]) == (2, 1)
+        assert first_update["RTT"] == 300_000  # 0.3 ms: within one millisecond
+        assert out[-1]["Metric"]["RTT"] == 250_000  # the latest echo pair's
+    assert all(r == results[0] for r in results)
 
 
 # -- sFlow --------------------------------------------------------------------------------
@@ -343,6 +401,54 @@ def test_feed_sflow_ovs_identical() -> None:
     assert any(r[1] for r in results[:-1])  # counter samples came back decoded
     assert all(r[2] is not None for r in results[len(datagrams) : -1])
     assert len(results[-1]) > 0
+
+
+@pytest.mark.skipif(
+    not (REFERENCE / "sflow_samples.bin").exists(), reason=f"no OVS datagrams at {REFERENCE}"
+)
+def test_feed_sflow_accept_hook() -> None:
+    """Rejected headers are not fed (counted in ``filtered``); same result on both paths."""
+    datagrams = _reference_datagrams()
+    seen: list[bytes] = []
+
+    def everything(frame: bytes) -> bool:
+        seen.append(frame)
+        return True
+
+    for accelerate in (False, True) if ACCELERATED else (False,):
+        plain, hooked = FlowTable("n", "c", accelerate=accelerate), FlowTable("n", "c")
+        for i, dg in enumerate(datagrams):
+            assert feed_sflow(plain, dg, T0 + i) == feed_sflow(hooked, dg, T0 + i, everything)
+        assert _wire(plain.tick(T0 + FLUSH_AFTER_MS).expired) == _wire(
+            hooked.tick(T0 + FLUSH_AFTER_MS).expired
+        )
+    assert seen and all(decode(f).layers[0] == "Ethernet" for f in seen)
+
+    results = []
+    for accelerate in (False, True) if ACCELERATED else (False,):
+        table = FlowTable("n", "c", accelerate=accelerate)
+        got = [feed_sflow(table, dg, T0 + i, _no_udp) for i, dg in enumerate(datagrams)]
+        flows = _wire(table.tick(T0 + FLUSH_AFTER_MS).expired)
+        results.append((got, flows, table.stats))
+        assert sum(g.filtered for g in got) > 0
+        outer = [f for f in flows if "ParentUUID" not in f]
+        assert outer and not any("UDP" in f["LayersPath"] for f in outer)
+    assert all(r == results[0] for r in results)
+
+
+def test_feed_sflow_accept_hook_sees_ip_headers_behind_a_zero_ethernet_header() -> None:
+    ip = _ip4(1, _icmp(8, 1), bytes((10, 0, 0, 1)), bytes((10, 0, 0, 2)))
+    record = struct.pack(">IIII", 11, len(ip) + 14, 0, len(ip)) + ip  # sampled_header, IPv4
+    sample = struct.pack(">IIIIIIII", 1, 1, 1, 1, 0, 0, 2, 1)  # flow_sample, 1 record
+    sample += struct.pack(">II", 1, len(record)) + record
+    dg = struct.pack(">IIIIIII", 5, 1, 0x7F000001, 0, 1, 1000, 1)
+    dg += struct.pack(">II", 1, len(sample)) + sample
+    seen: list[bytes] = []
+    table = FlowTable("n", "c")
+    got = feed_sflow(table, dg, T0, lambda f: seen.append(f) is None)
+    assert got.error is None and got.filtered == 0 and table.stats.packets == 1
+    assert seen == [bytes(12) + b"\x08\x00" + ip]
+    assert feed_sflow(FlowTable("n", "c"), dg, T0, lambda f: False).filtered == 1
 
 
 def test_feed_sflow_error_feeds_nothing() -> None:

@@ -212,27 +212,106 @@ def test_max_entries_overflow() -> None:
     assert {f.metric.ab_packets for f in t.flows()} == {2, 1}
 
 
-def test_tcp_rtt_syn_to_synack() -> None:
+MS = 1_000_000  # ns
+
+
+def test_tcp_rtt_syn_to_synack_in_nanoseconds() -> None:
     t = FlowTable("n", "c")
-    t.feed(tcp_pkt(SYN), 1000)
-    t.feed(tcp_pkt(SYN | ACK, rev=True), 1042)
+    t.feed(tcp_pkt(SYN), 1000, now_ns=1000 * MS + 123)
+    t.feed(tcp_pkt(SYN | ACK, rev=True), 1042, now_ns=1042 * MS + 456)
     t.feed(tcp_pkt(ACK), 1050)
     (f,) = t.flows()
-    assert f.metric.rtt == 42
-    assert f.tcp_metric is not None
+    assert f.metric.rtt == 42 * MS + 333
+    assert f.to_wire()["Metric"]["RTT"] == 42 * MS + 333
+    assert f.tcp_metric is not None  # TCPMetric stays in milliseconds
     assert (f.tcp_metric.ab_syn_start, f.tcp_metric.ba_syn_start) == (1000, 1042)
 
 
-def test_icmp_echo_fields_and_rtt() -> None:
+def test_tcp_rtt_without_now_ns_is_now_ms_in_nanoseconds() -> None:
     t = FlowTable("n", "c")
-    t.feed(decode(eth(0x0800) + ipv4(1, icmp(8, 77))), 500)
-    t.feed(decode(eth(0x0800, MAC_B, MAC_A) + ipv4(1, icmp(0, 77), "10.0.0.2", "10.0.0.1")), 507)
+    t.feed(tcp_pkt(SYN), 1000)
+    t.feed(tcp_pkt(SYN | ACK, rev=True), 1042)
+    (f,) = t.flows()
+    assert f.metric.rtt == 42 * MS
+
+
+def test_tcp_rtt_syn_to_rst() -> None:
+    t = FlowTable("n", "c")
+    t.feed(tcp_pkt(SYN), 1000, now_ns=1000 * MS)
+    t.feed(tcp_pkt(RST | ACK, rev=True), 1000, now_ns=1000 * MS + 250_000)  # port closed
+    (f,) = t.flows()
+    assert f.metric.rtt == 250_000 and f.finish_type is FinishType.TCP_RST
+
+
+def test_tcp_rtt_follows_skydive_order_of_conditions() -> None:
+    """``SYN and no probe: probe`` comes first: a SYN/ACK seen first starts the probe."""
+    t = FlowTable("n", "c")
+    t.feed(tcp_pkt(SYN | ACK, rev=True), 1000, now_ns=1000 * MS)
+    t.feed(tcp_pkt(ACK), 1001, now_ns=1001 * MS)  # no SYN, no RST: nothing
+    assert t.flows()[0].metric.rtt == 0
+    t.feed(tcp_pkt(RST), 1005, now_ns=1005 * MS)
+    (f,) = t.flows()
+    assert f.metric.rtt == 5 * MS and f.rtt_probe == -1
+
+
+def _echo(t: FlowTable, kind: int, ms: int, ns: int, ident: int = 77) -> None:
+    if kind == 8:
+        t.feed(decode(eth(0x0800) + ipv4(1, icmp(8, ident))), ms, now_ns=ns)
+    else:
+        frame = eth(0x0800, MAC_B, MAC_A) + ipv4(1, icmp(0, ident), "10.0.0.2", "10.0.0.1")
+        t.feed(decode(frame), ms, now_ns=ns)
+
+
+def test_icmp_echo_fields_and_sub_millisecond_rtt() -> None:
+    t = FlowTable("n", "c")
+    _echo(t, 8, 500, 500 * MS + 100_000)
+    _echo(t, 0, 500, 500 * MS + 400_000)  # 0.3 ms later: the same millisecond
     t.feed(decode(eth(0x0800) + ipv4(1, icmp(8, 78))), 600)  # another ping id: another flow
     assert len(t) == 2
     f = next(f for f in t.flows() if f.icmp is not None and f.icmp.id == 77)
     assert f.to_wire()["ICMP"] == {"Type": "ECHO", "Code": 0, "ID": 77}
-    assert (f.metric.ab_packets, f.metric.ba_packets, f.metric.rtt) == (1, 1, 7)
+    assert (f.metric.ab_packets, f.metric.ba_packets, f.metric.rtt) == (1, 1, 300_000)
     assert f.layers_path == "Ethernet/IPv4/ICMPv4" and f.transport is None
+
+
+def test_icmp_rtt_is_the_latest_echo_pair() -> None:
+    t = FlowTable("n", "c")
+    _echo(t, 8, 1000, 1000 * MS)
+    _echo(t, 0, 1000, 1000 * MS + 300_000)
+    _echo(t, 8, 2000, 2000 * MS)  # the next ping, a second later
+    assert t.flows()[0].metric.rtt == 300_000  # not the time between the pings
+    _echo(t, 8, 2000, 2000 * MS + 5)  # a second request while one is pending: ignored
+    _echo(t, 0, 2000, 2000 * MS + 700_000)
+    (f,) = t.flows()
+    assert f.metric.rtt == 700_000 and f.rtt_probe == -1
+    _echo(t, 0, 2001, 2001 * MS)  # a reply with no request pending: nothing
+    assert t.flows()[0].metric.rtt == 700_000
+
+
+def test_last_update_metric_carries_the_rtt() -> None:
+    t = FlowTable("n", "c", update_every_ms=1000)
+    _echo(t, 8, 1000, 1000 * MS)
+    _echo(t, 0, 1000, 1000 * MS + 450_000)
+    (f,) = t.tick(2000).updated
+    assert f.to_wire()["LastUpdateMetric"]["RTT"] == 450_000
+
+
+def test_icmpv6_echo_rtt_and_v4_types_do_not_count_in_v6() -> None:
+    def ping6(t: FlowTable, kind: int, ns: int) -> None:
+        a, b = bytes(15) + b"\x01", bytes(15) + b"\x02"
+        src, dst = (a, b) if kind in (128, 8) else (b, a)
+        body = icmp(kind, 9)
+        ip6 = struct.pack("!IHBB", 6 << 28, len(body), 58, 64) + src + dst + body
+        t.feed(decode(eth(0x86DD) + ip6), ns // MS, now_ns=ns)
+
+    t = FlowTable("n", "c", layer_key_mode=LayerKeyMode.L3)
+    ping6(t, 128, 7 * MS)
+    ping6(t, 129, 7 * MS + 90_000)
+    assert [f.metric.rtt for f in t.flows()] == [90_000]
+    t = FlowTable("n", "c", layer_key_mode=LayerKeyMode.L3)
+    ping6(t, 8, 7 * MS)  # ICMPv4's echo types mean nothing in ICMPv6
+    ping6(t, 0, 8 * MS)
+    assert all(f.metric.rtt == 0 for f in t.flows())
 
 
 def test_decode_errors_counted_outer_layers_accounted() -> None:
@@ -286,7 +365,7 @@ def test_vxlan_both_directions_one_outer_and_one_inner_flow() -> None:
     outer, inner = flows["Ethernet/IPv4/UDP/VXLAN"], flows["Ethernet/IPv4/TCP"]
     assert (outer.metric.ab_packets, outer.metric.ba_packets) == (1, 1)
     assert (inner.metric.ab_packets, inner.metric.ba_packets) == (1, 1)
-    assert inner.parent_uuid == outer.uuid and inner.metric.rtt == 3
+    assert inner.parent_uuid == outer.uuid and inner.metric.rtt == 3_000_000
 
 
 def test_tracking_id_ignores_vlan_tags() -> None:

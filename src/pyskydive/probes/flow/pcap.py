@@ -215,8 +215,9 @@ class PcapCapture(FlowCapture):
                 rc = lib.pcap_next_ex(ptr, ctypes.byref(hdr_p), ctypes.byref(data_p))
                 if rc == 1:
                     hdr = hdr_p.contents
-                    now = hdr.ts.sec * 1000 + hdr.ts.usec // 1000
-                    feed(ctypes.string_at(data_p.value or 0, hdr.caplen), now, hdr.len, first)
+                    ns = hdr.ts.sec * 1_000_000_000 + hdr.ts.usec * 1000
+                    frame = ctypes.string_at(data_p.value or 0, hdr.caplen)
+                    feed(frame, ns // 1_000_000, hdr.len, first, ns)
                 elif rc < 0:
                     if not self._stopping.is_set():
                         self.error = _err(lib, ptr) if rc == -1 else f"pcap_next_ex: {rc}"

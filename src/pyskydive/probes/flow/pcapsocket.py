@@ -28,8 +28,14 @@ stream offset, :attr:`PcapSocketCapture.bad_streams` counts it (and ``decode_err
 :meth:`PcapSocketCapture.stats`), the flows already accounted are shipped, and the listener keeps
 accepting.
 
-Not applied: the capture's ``BPFFilter``. :class:`~pyskydive.flow.fast.PcapFlowFeeder` has no
-per-packet hook, so every packet of the stream is accounted (Skydive filtered the stream).
+The capture's ``BPFFilter`` is applied in userspace, to every record of the stream, by
+libpcap's interpreter (:class:`~pyskydive.protocols.bpf.Matcher`, the feeder's ``accept``
+hook): a record it rejects is skipped as if it had never been captured (no packet, no tick) and
+counted in :attr:`PcapSocketCapture.filtered`. :meth:`PcapSocketCapture.start` compiles the
+filter for Ethernet (a bad filter is a :class:`~pyskydive.errors.ProbeError` with libpcap's
+reason); a stream of another link type (Linux SLL, raw IP) gets it compiled for that link type
+once its global header is read (a filter that does not fit it, ``ether host ...`` on Linux
+SLL, makes it a bad stream).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ import logging
 import socket
 from typing import Any, Final
 
-from pyskydive.errors import ProtocolError
+from pyskydive.errors import ProbeError, ProtocolError
 from pyskydive.flow import FlowTable
 from pyskydive.flow.fast import FLUSH_AFTER_MS, PcapFlowFeeder
 from pyskydive.flow.table import TableStats
@@ -53,12 +59,15 @@ from pyskydive.probes.flow.base import (
     FlowSink,
 )
 from pyskydive.probes.flow.sflow import RateLimitedLog, bind_on_pool
+from pyskydive.protocols.bpf import DLT_EN10MB, BPFError, Matcher, compile_filter
+from pyskydive.protocols.pcap import PcapReader
 
 __all__ = ["PcapSocketCapture"]
 
 log = logging.getLogger(__name__)
 
 _READ_SIZE: Final = 1 << 18
+_GLOBAL_HEADER: Final = 24  # bytes of a pcap global header
 
 
 def _drain(table: FlowTable) -> list[dict[str, Any]]:
@@ -79,6 +88,8 @@ class PcapSocketCapture(FlowCapture):
         super().__init__(spec, target, env, sink)
         self.connections = 0
         self.bad_streams = 0
+        self.filtered = 0  # records the BPFFilter rejected
+        self._program = b""  # the BPFFilter compiled for Ethernet (b"": no filter)
         self._bad = RateLimitedLog(f"{self.what} of capture {spec.id}: bad pcap stream", 1.0, log)
         self._server: asyncio.Server | None = None
         self._host = env.config.agent.flow.pcapsocket.bind_address
@@ -93,6 +104,11 @@ class PcapSocketCapture(FlowCapture):
         return f"{host}:{self._port}"
 
     async def start(self) -> None:
+        try:
+            self._program = compile_filter(self.spec.bpf_filter, DLT_EN10MB)
+        except BPFError as exc:
+            raise ProbeError(exc.reason) from exc
+
         async def open_(port: int) -> asyncio.Server:
             return await asyncio.start_server(
                 self._serve, self._host, port, family=socket.AF_UNSPEC, reuse_address=True
@@ -113,13 +129,23 @@ class PcapSocketCapture(FlowCapture):
         table = self.env.new_table(self.spec, self.target)
         self._live.add(table)
         feeder = PcapFlowFeeder(table)
+        head: bytes | None = b"" if self._program else None  # a filter waits for the link type
         try:
             while True:
                 chunk = await reader.read(_READ_SIZE)
+                if head is not None:  # the BPFFilter, for this stream's link type, first
+                    head += chunk
+                    if chunk and len(head) < _GLOBAL_HEADER:
+                        continue
+                    if len(head) >= _GLOBAL_HEADER:
+                        feeder.accept = self._matcher(head)
+                    chunk, head = head, None
                 if not chunk:
                     self._ship(feeder.finish())
                     break
+                before = feeder.filtered
                 self._ship(feeder.feed(chunk))
+                self.filtered += feeder.filtered - before
         except ProtocolError as exc:
             self.bad_streams += 1
             self._bad(f"from {peer[0] if peer else '?'}: {exc}")
@@ -133,6 +159,20 @@ class PcapSocketCapture(FlowCapture):
                 await writer.wait_closed()
             if task is not None:
                 self._streams.discard(task)
+
+    def _matcher(self, head: bytes) -> Matcher:
+        """The BPFFilter for the stream that starts with ``head`` (its global header at least).
+
+        Raises :class:`ProtocolError` for a bad global header (as the feeder would) or a filter
+        libpcap cannot compile for the stream's link type (:class:`BPFError`).
+        """
+        probe = PcapReader()
+        probe.feed(head[:_GLOBAL_HEADER])
+        assert probe.header is not None
+        linktype = probe.header.linktype  # the LINKTYPE_ of those we read is their DLT_ too
+        if linktype == DLT_EN10MB:
+            return Matcher(self._program)
+        return Matcher(compile_filter(self.spec.bpf_filter, linktype))
 
     def _retire(self, table: FlowTable) -> None:
         if table in self._live:

@@ -31,8 +31,12 @@ Unlike Skydive v0.28, the OVS datapath and application blocks are taken as their
 are left out, like Go's ``omitempty``. The metadata is written at most once per ``flush`` (about
 a second) when something changed, and removed when the capture stops.
 
-Not applied: the capture's ``BPFFilter`` (Skydive compiled it against the sampled headers);
-:func:`~pyskydive.flow.fast.feed_sflow` has no per-packet hook yet.
+The capture's ``BPFFilter`` is applied, as in Skydive, to each sampled header: compiled for
+Ethernet at :meth:`SflowCapture.start` (a bad filter is a :class:`ProbeError` with libpcap's
+reason) and run in userspace by libpcap's interpreter (:class:`~pyskydive.protocols.bpf.Matcher`,
+the ``accept`` hook of :func:`~pyskydive.flow.fast.feed_sflow`; a sampled IPv4/IPv6 header is
+matched behind a zero Ethernet header). A header it rejects is not accounted; it is counted in
+:attr:`SflowCapture.filtered`.
 """
 
 from __future__ import annotations
@@ -46,7 +50,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, Final, TypeVar
 
 from pyskydive.errors import ProbeError
-from pyskydive.flow.fast import feed_sflow
+from pyskydive.flow.fast import Accept, feed_sflow
 from pyskydive.graph import now_ms
 from pyskydive.probes.flow.base import (
     CaptureEnv,
@@ -57,6 +61,7 @@ from pyskydive.probes.flow.base import (
     FlowSink,
     PortPool,
 )
+from pyskydive.protocols.bpf import DLT_EN10MB, BPFError, Matcher, compile_filter
 from pyskydive.protocols.sflow import (
     AppResources,
     CounterSample,
@@ -301,6 +306,8 @@ class SflowCapture(FlowCapture):
         self.counters = SflowCounters()
         self.datagrams = 0
         self.malformed = 0
+        self.filtered = 0  # sampled headers the BPFFilter rejected
+        self._accept: Accept | None = None
         self._bad = RateLimitedLog(f"{self.what} of capture {spec.id}: malformed datagram")
         self._transport: asyncio.DatagramTransport | None = None
         self._host = env.config.agent.flow.sflow.bind_address
@@ -313,6 +320,11 @@ class SflowCapture(FlowCapture):
         return f"{host}:{self._port}"
 
     async def start(self) -> None:
+        try:
+            program = compile_filter(self.spec.bpf_filter, DLT_EN10MB)
+        except BPFError as exc:
+            raise ProbeError(exc.reason) from exc
+        self._accept = Matcher(program) if program else None
         loop = self.env.loop
 
         async def open_(port: int) -> asyncio.DatagramTransport:
@@ -335,7 +347,8 @@ class SflowCapture(FlowCapture):
     def on_datagram(self, data: bytes, addr: Any = None) -> None:
         """Account one datagram (on the loop): flows into the table, counters kept."""
         self.datagrams += 1
-        fed = feed_sflow(self.table, data, now_ms())
+        fed = feed_sflow(self.table, data, now_ms(), self._accept)
+        self.filtered += fed.filtered
         if fed.error is not None:
             self.malformed += 1
             self._bad(f"from {addr[0] if addr else '?'}: {fed.error}")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -16,6 +18,7 @@ from capture_env import Sink, free_tcp_ports, make_env, make_spec, make_target
 from pyskydive.api.pcap import PcapIngest
 from pyskydive.errors import ProbeError
 from pyskydive.probes.flow.pcapsocket import PcapSocketCapture
+from pyskydive.protocols.pcap import LINKTYPE_LINUX_SLL, write_pcap
 
 FRAMES = Path(__file__).parents[3] / "data" / "packets" / "frames.pcap"
 _IGNORED = ("UUID", "CaptureID", "NodeTID", "ParentUUID")
@@ -42,6 +45,17 @@ def stream(port: int, data: bytes, chunk: int = 100) -> None:
         s.shutdown(socket.SHUT_WR)
         s.settimeout(5)
         assert s.recv(1) == b""  # the capture closes its end when the stream is done
+
+
+def stream_refused(port: int, data: bytes) -> None:
+    """Send ``data`` to a capture that may close the connection (reset) before reading it all."""
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as s,
+        contextlib.suppress(OSError),
+    ):
+        s.sendall(data)
+        s.shutdown(socket.SHUT_WR)
+        s.recv(1)
 
 
 async def wait_until(what: str, cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -182,3 +196,101 @@ def test_two_streams_at_once_each_give_their_flows() -> None:
     # Each stream has its own table; the same packets at the same times make the same flows
     # (flow UUIDs derive from the flow key and its start), so the two sets are one.
     assert comparable(list(sink.latest().values())) == comparable(ingest(data))
+
+
+def _frame(proto: int, l4: bytes, fwd: bool = True) -> bytes:
+    macs = b"\x02\x00\x00\x00\x00\x0b\x02\x00\x00\x00\x00\x0a"
+    ips = b"\x0a\x00\x00\x01\x0a\x00\x00\x02"
+    if not fwd:
+        macs, ips = macs[6:] + macs[:6], ips[4:] + ips[:4]
+    ip = struct.pack("!BBHHHBBH", 0x45, 0, 20 + len(l4), 1, 0x4000, 64, proto, 0) + ips + l4
+    return macs + b"\x08\x00" + ip
+
+
+def _records() -> tuple[list[tuple[int, bytes]], list[tuple[int, bytes]]]:
+    """(every record, the ICMP ones): pings, a TCP exchange and UDP datagrams, interleaved."""
+    t0 = 1_700_000_000 * 10**9
+    echo = [_frame(1, struct.pack("!BBHHH", t, 0, 0, 7, 1), t == 8) for t in (8, 0)]
+    tcp = [_frame(6, struct.pack("!HHIIBBHHH", 40000, 80, 1, 0, 0x50, f, 1000, 0, 0)) for f in
+           (0x02, 0x10, 0x11)]  # fmt: skip
+    udp = [_frame(17, struct.pack("!HHHH", 5000, 6000 + i, 9, 0) + b"u") for i in range(3)]
+    frames = [echo[0], tcp[0], udp[0], echo[1], tcp[1], udp[1], echo[0], echo[1], udp[2], tcp[2]]
+    records = [(t0 + i * 300_000, f) for i, f in enumerate(frames)]
+    return records, [r for r in records if r[1][23] == 1]
+
+
+def test_the_bpf_filter_keeps_only_what_it_matches() -> None:
+    records, icmp = _records()
+    low, high = free_tcp_ports(1)
+    sink = Sink()
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        env = make_env(loop, pcapsocket=(low, high), flow={})
+        spec = make_spec("pcapsocket", bpf_filter="icmp")
+        capture = PcapSocketCapture(spec, make_target(), env, sink)
+        await capture.start()
+        try:  # in 7-byte pieces: the global header comes in several reads
+            await loop.run_in_executor(None, stream, low, write_pcap(records), 7)
+            await wait_until("the stream's end", lambda: capture.connections == 1 and sink.batches)
+            await wait_until("its flows", lambda: capture.stats().flows == 0)
+            assert capture.stats().packets_received == len(icmp) == 4
+            assert capture.filtered == len(records) - len(icmp)
+        finally:
+            await capture.stop()
+
+    run(scenario)
+    got = list(sink.latest().values())
+    assert [f["LayersPath"] for f in got] == ["Ethernet/IPv4/ICMPv4"]
+    assert comparable(got) == comparable(ingest(write_pcap(icmp)))
+    assert got[0]["Metric"]["RTT"] == 300_000  # ns, the last echo pair's, from the records' time
+
+
+def test_the_bpf_filter_is_compiled_for_the_stream_link_type() -> None:
+    records, icmp = _records()
+    sll_head = b"\x00\x00\x00\x01\x00\x06" + bytes(8) + b"\x08\x00"  # Linux "cooked" header
+    sll = write_pcap([(t, sll_head + f[14:]) for t, f in records], linktype=LINKTYPE_LINUX_SLL)
+    low, high = free_tcp_ports(2)
+    sink = Sink()
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        env = make_env(loop, pcapsocket=(low, high), flow={})
+        capture = PcapSocketCapture(
+            make_spec("pcapsocket", bpf_filter="icmp"), make_target(), env, sink
+        )
+        ether = PcapSocketCapture(
+            make_spec("pcapsocket", id="c2", bpf_filter="ether host 02:00:00:00:00:0a"),
+            make_target(),
+            env,
+            Sink(),
+        )
+        await capture.start()
+        await ether.start()
+        try:
+            await loop.run_in_executor(None, stream, low, sll)
+            await wait_until("the stream's end", lambda: capture.connections == 1 and sink.batches)
+            assert capture.filtered == len(records) - len(icmp)
+            # a filter on Ethernet addresses does not compile for Linux SLL: that stream is refused
+            port = int(ether.address.rsplit(":", 1)[1])
+            await loop.run_in_executor(None, stream_refused, port, sll)
+            await wait_until("the bad stream", lambda: ether.bad_streams == 1)
+        finally:
+            await capture.stop()
+            await ether.stop()
+
+    run(scenario)
+    got = list(sink.latest().values())
+    assert [f["LayersPath"] for f in got] == ["IPv4/ICMPv4"]  # SLL is not in LayersPath
+
+
+def test_a_bad_bpf_filter_is_a_probe_error_at_start() -> None:
+    low, high = free_tcp_ports(1)
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        env = make_env(loop, pcapsocket=(low, high))
+        spec = make_spec("pcapsocket", bpf_filter="udp port (")
+        capture = PcapSocketCapture(spec, make_target(), env, Sink())
+        with pytest.raises(ProbeError, match="invalid BPF filter 'udp port \\('"):
+            await capture.start()
+        assert env.pcapsocket_ports.take() == [low]  # nothing was bound
+
+    run(scenario)

@@ -179,6 +179,55 @@ def test_malformed_datagrams_are_counted_and_the_collector_lives_on(
     assert "\n" not in warnings[0].getMessage() and warnings[0].exc_info is None
 
 
+@needs_reference
+def test_the_bpf_filter_applies_to_the_sampled_headers() -> None:
+    want_packets, _, _ = expected_from_sflowtool()
+    want_icmp = Counter({k: v for k, v in want_packets.items() if k[0] == "ICMPV4"})
+    assert want_icmp and len(want_icmp) < len(want_packets)
+    datagrams = reference_datagrams()
+    low, high = free_udp_ports(1)
+    sink = Sink()
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        env = make_env(loop, sflow=(low, high))
+        capture = SflowCapture(make_spec("sflow", bpf_filter="icmp"), make_target(), env, sink)
+        await capture.start()
+        try:
+            for i in range(0, len(datagrams), 10):  # paced, as above
+                await loop.run_in_executor(None, send, low, datagrams[i : i + 10])
+                n = min(i + 10, len(datagrams))
+                await wait_until("the datagrams", lambda n=n: capture.datagrams == n)
+            assert capture.filtered > 0
+            assert capture.stats().packets_received == sum(want_icmp.values())
+            assert capture.counters.publish(0) is not None  # counter samples are not filtered
+        finally:
+            await capture.stop()
+
+    run(scenario)
+    got: Counter[Any] = Counter()
+    for flow in sink.latest().values():
+        assert flow["LayersPath"] == "Ethernet/IPv4/ICMPv4"
+        m = flow["Metric"]
+        got["ICMPV4", frozenset((flow["Network"]["A"], flow["Network"]["B"]))] += (
+            m["ABPackets"] + m["BAPackets"]
+        )
+    assert got == want_icmp
+
+
+def test_a_bad_bpf_filter_is_a_probe_error_at_start() -> None:
+    low, high = free_udp_ports(1)
+
+    async def scenario(loop: asyncio.AbstractEventLoop) -> None:
+        env = make_env(loop, sflow=(low, high))
+        spec = make_spec("sflow", bpf_filter="icmp and")
+        capture = SflowCapture(spec, make_target(), env, Sink())
+        with pytest.raises(ProbeError, match="invalid BPF filter 'icmp and'"):
+            await capture.start()
+        assert env.sflow_ports.take() == [low]  # nothing was bound
+
+    run(scenario)
+
+
 def test_a_wanted_port_in_use_is_a_probe_error() -> None:
     low, high = free_udp_ports(1)
 

@@ -1,0 +1,1 @@
+"""Storage backends of the analyzer: topology history, flows, API resources (DESIGN.md §2.6)."""

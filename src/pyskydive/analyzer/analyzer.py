@@ -22,7 +22,7 @@ from pyskydive.api.resources import ResourceContext, restore_resources  # resour
 from pyskydive.api.server import HTTPServer
 from pyskydive.api.tls import server_context  # auth (issue 3)
 from pyskydive.config import Config
-from pyskydive.graph import Graph
+from pyskydive.graph import Graph, HistoryRecorder, MemoryHistory  # history (issue 6)
 
 __all__ = ["Analyzer", "run_analyzer"]
 
@@ -45,6 +45,10 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
     auth = build_auth(config, "analyzer")
     tls = server_context(config.tls)
     graph = Graph(host=config.host_id)
+    # history (issue 6): in memory until a storage backend is configured; bounded to the last
+    # hour and 200,000 past revisions. The storage backend replaces MemoryHistory here.
+    history = MemoryHistory(max_age_ms=3_600_000, max_revisions=200_000)
+    HistoryRecorder(history.record).attach(graph)
     hub = Hub(graph)
     broadcaster = Broadcaster(graph)
     # -- resources (issue 3): the embedded store, API nodes/edges, live rules --
@@ -74,6 +78,7 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
             flows=flows,  # flows (issue 5)
             flow_ingest=flow_ingest,
             gremlin_steps=build_flow_registry(flows),  # flows (issue 5)
+            history=history,  # history (issue 6)
         )
     )
     listen = config.analyzer.listen

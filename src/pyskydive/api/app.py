@@ -33,6 +33,7 @@ from pyskydive.api.ws import agent_endpoint, subscriber_endpoint
 from pyskydive.graph import Graph
 from pyskydive.graph.messages import encode
 from pyskydive.gremlin import StepRegistry  # flows (issue 5)
+from pyskydive.storage.base import TopologyBackend  # history (issue 6)
 
 __all__ = ["ServiceContext", "build_app"]
 
@@ -58,6 +59,8 @@ class ServiceContext:
     flow_ingest: FlowIngestStats | None = None
     #: Extension Gremlin steps (flow steps, issue 5) for POST /api/topology.
     gremlin_steps: StepRegistry | None = None
+    #: Topology history (issue 6): G.At(...) in POST /api/topology, SyncRequest.Time.
+    history: TopologyBackend | None = None
 
 
 class _JSON(Response):
@@ -75,7 +78,7 @@ def build_app(ctx: ServiceContext) -> Starlette:
         return _JSON(ctx.graph.to_wire())
 
     async def topology_post(request: Request) -> Response:
-        return await topology_query(request, ctx.graph, ctx.gremlin_steps)
+        return await topology_query(request, ctx.graph, ctx.gremlin_steps, ctx.history)
 
     async def openapi(request: Request) -> Response:
         return _JSON(openapi_spec())
@@ -107,7 +110,7 @@ def build_app(ctx: ServiceContext) -> Starlette:
         return JSONResponse({"Error": f"no route {request.url.path}"}, status_code=404)
 
     async def subscriber(ws: Any) -> None:
-        await subscriber_endpoint(ws, ctx.graph, ctx.broadcaster)
+        await subscriber_endpoint(ws, ctx.graph, ctx.broadcaster, ctx.history)
 
     routes: list[Any] = [
         Route("/api", api_root, methods=["GET"]),

@@ -4,21 +4,33 @@ Body ``{"GremlinQuery": "G.V().Has('Type', 'netns')"}``; the answer is the query
 or Graphviz DOT when the client sends ``Accept: text/vnd.graphviz``. A malformed or failing
 query is a 400 with the position and the reason, never a 500. The query runs on the event
 loop that owns the graph (no copy, no lock), bounded by the evaluator's time limit.
+
+A query starting with ``G.At(...)``/``G.Context(...)`` (time travel) reads its window from the
+topology history in a worker thread first, then runs on the loop over the graph as it was.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pyskydive.errors import QueryError
-from pyskydive.graph import Graph
-from pyskydive.gremlin import StepRegistry, evaluate, to_dot
+from pyskydive.errors import QueryError, StorageError
+from pyskydive.graph import Graph, now_ms
+from pyskydive.gremlin import (
+    HistorySource,
+    StepRegistry,
+    evaluate,
+    parse,
+    prefetch,
+    query_window,
+    to_dot,
+)
 
-__all__ = ["QUERY_TIMEOUT", "json_error", "topology_query"]
+__all__ = ["QUERY_TIMEOUT", "evaluate_query", "json_error", "topology_query"]
 
 #: Seconds a query may run before it is stopped with a clear error.
 QUERY_TIMEOUT = 10.0
@@ -43,8 +55,32 @@ async def read_json_body(request: Request) -> Any:
         raise ValueError(f"the request body is not JSON: {exc}") from exc
 
 
+async def evaluate_query(
+    text: str,
+    graph: Graph,
+    registry: StepRegistry | None = None,
+    history: HistorySource | None = None,
+    *,
+    timeout: float = QUERY_TIMEOUT,
+) -> Any:
+    """Evaluate ``text`` on the loop; a time-travel window is read in a worker thread first.
+
+    Raises :class:`~pyskydive.errors.QueryError` for a bad query."""
+    query = parse(text)
+    now = now_ms()
+    source = history
+    if history is not None:
+        window = query_window(query, now)
+        if window is not None:
+            source = await asyncio.to_thread(prefetch, history, window)
+    return evaluate(query, graph, registry=registry, timeout=timeout, now_ms=now, history=source)
+
+
 async def topology_query(
-    request: Request, graph: Graph, registry: StepRegistry | None = None
+    request: Request,
+    graph: Graph,
+    registry: StepRegistry | None = None,
+    history: HistorySource | None = None,
 ) -> Response:
     try:
         body = await read_json_body(request)
@@ -54,9 +90,11 @@ async def topology_query(
     if not isinstance(query, str) or not query.strip():
         return json_error(400, "GremlinQuery: a Gremlin query string is required")
     try:
-        result = evaluate(query, graph, registry=registry, timeout=QUERY_TIMEOUT)
+        result = await evaluate_query(query, graph, registry, history)
     except QueryError as exc:
         return json_error(400, str(exc))
+    except StorageError as exc:  # the topology history could not be read
+        return json_error(503, f"topology history: {exc}")
     if DOT_MEDIA_TYPE in request.headers.get("accept", ""):
         return Response(to_dot(result), media_type=DOT_MEDIA_TYPE)
     return Response(orjson.dumps(result), media_type="application/json")

@@ -4,6 +4,12 @@ Handshake options come as headers or as the same names in lower case in the quer
 (browsers cannot set headers): ``X-Host-ID``, ``X-Client-Type``, ``X-Persistence-Policy``,
 ``X-Update-Policy``. A bad message is answered with an ``Error`` message carrying the reason;
 the connection, the graph and the other clients carry on.
+
+A ``SyncRequest`` whose Obj has a non-zero ``Time`` (Unix ms, as Skydive; a string in one of
+the ``G.At()`` time forms is accepted too) is a one-off look at the past: the reply is the
+graph as it was then, through the request's ``GremlinFilter`` if any, read from the topology
+history in a worker thread; the subscriber's live stream and view are left as they were.
+Without a history it is answered with an ``Error`` saying so.
 """
 
 from __future__ import annotations
@@ -11,28 +17,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from pyskydive.analyzer.hub import AgentConflict, AgentSession, Hub
 from pyskydive.api.broadcast import Broadcaster, Subscriber
-from pyskydive.api.filtered import GraphFilter
-from pyskydive.errors import MessageError, QueryError
-from pyskydive.graph import Graph, now_ms
+from pyskydive.api.filtered import GraphFilter, select
+from pyskydive.errors import MessageError, QueryError, StorageError
+from pyskydive.graph import Graph, graph_from_wire, now_ms
 from pyskydive.graph import messages as wire
-from pyskydive.gremlin import evaluate
+from pyskydive.gremlin import HistorySource, evaluate
+from pyskydive.gremlin.errors import QuerySyntaxError
+from pyskydive.gremlin.timeforms import parse_time
 
 __all__ = [
     "agent_endpoint",
     "error_text",
     "handshake_option",
     "new_subscriber",
+    "past_sync_body",
     "pump_to",
     "receive_text",
     "remote_of",
     "subscriber_endpoint",
     "sync_reply",
+    "sync_time",
 ]
 
 log = logging.getLogger(__name__)
@@ -116,10 +127,52 @@ def new_subscriber(ws: WebSocket, graph: Graph, client_type: str) -> Subscriber:
     return sub
 
 
+def sync_time(msg: wire.Message, now: int) -> int | None:
+    """The ``Time`` (Unix ms) a ``SyncRequest`` asks for; ``None`` for the live graph."""
+    obj = msg.obj if isinstance(msg.obj, dict) else {}
+    value = obj.get("Time")
+    if value is None or (value == 0 and not isinstance(value, bool)):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_time(value, now, position=0, step="Time")
+        except QuerySyntaxError as exc:
+            raise MessageError(f"SyncRequest {exc.reason}") from exc
+    raise MessageError("SyncRequest Time must be Unix milliseconds (an integer)")
+
+
+def past_sync_body(
+    history: HistorySource, t: int, query: str | None, host: str
+) -> dict[str, list[dict[str, Any]]]:
+    """The ``SyncReply`` body for the graph as it was at ``t``, filtered by ``query``.
+
+    Blocks on the history: call it from a worker thread. Only the rebuilt past graph is
+    touched, never the live one. ``MessageError`` with the reason on failure."""
+    try:
+        nodes, edges = history.graph_at(t)
+    except StorageError as exc:
+        raise MessageError(f"SyncRequest Time: topology history: {exc}") from exc
+    past = graph_from_wire(nodes, edges, host)
+    if query is None:
+        return past.to_wire()
+    try:
+        selected_nodes, selected_edges = select(_evaluate_filter(query, past), past)
+    except QueryError as exc:
+        raise MessageError(f"GremlinFilter: {exc}") from exc
+    return {"Nodes": list(selected_nodes.values()), "Edges": list(selected_edges.values())}
+
+
 def sync_reply(sub: Subscriber, graph: Graph, msg: wire.Message) -> str:
-    """The ``SyncReply`` text answering ``msg``; a ``GremlinFilter`` in it becomes the view."""
+    """The ``SyncReply`` text answering ``msg``; a ``GremlinFilter`` in it becomes the view.
+
+    A request for the past (``Time``) is refused here: it needs a topology history (see
+    :func:`past_sync_body`)."""
     if msg.obj is not None and not isinstance(msg.obj, dict):
         raise MessageError("SyncRequest Obj must be an object")
+    if sync_time(msg, now_ms()) is not None:
+        raise MessageError("SyncRequest Time: time travel needs topology history (storage)")
     query = _filter_of(msg)
     if query is not None:
         sub.view = _make_view(query, graph, sub)
@@ -127,11 +180,24 @@ def sync_reply(sub: Subscriber, graph: Graph, msg: wire.Message) -> str:
     return wire.encode(wire.envelope(wire.SYNC_REPLY, body, uuid=msg.uuid, status=200))
 
 
-async def subscriber_endpoint(ws: WebSocket, graph: Graph, broadcaster: Broadcaster) -> None:
+async def _past_reply(
+    history: HistorySource | None, graph: Graph, msg: wire.Message, t: int
+) -> str:
+    if history is None:
+        raise MessageError("SyncRequest Time: time travel needs topology history (storage)")
+    query = _filter_of(msg)
+    body = await asyncio.to_thread(past_sync_body, history, t, query, graph.host)
+    return wire.encode(wire.envelope(wire.SYNC_REPLY, body, uuid=msg.uuid, status=200))
+
+
+async def subscriber_endpoint(
+    ws: WebSocket, graph: Graph, broadcaster: Broadcaster, history: HistorySource | None = None
+) -> None:
     """``/ws/subscriber``: SyncRequest → SyncReply, then every graph event, in order.
 
     With a Gremlin filter (``X-Gremlin-Filter`` header or ``SyncRequest.GremlinFilter``) the
-    stream is the filter's view instead: see :mod:`pyskydive.api.filtered`."""
+    stream is the filter's view instead: see :mod:`pyskydive.api.filtered`. A SyncRequest
+    with ``Time`` is answered from ``history`` (see the module docstring)."""
     await ws.accept()
     try:
         sub = new_subscriber(ws, graph, "unknown")
@@ -151,7 +217,13 @@ async def subscriber_endpoint(ws: WebSocket, graph: Graph, broadcaster: Broadcas
                         f"unexpected message {msg.namespace}/{msg.type} (a subscriber may "
                         "send Graph/SyncRequest)"
                     )
-                sub.push(sync_reply(sub, graph, msg))
+                if msg.obj is not None and not isinstance(msg.obj, dict):
+                    raise MessageError("SyncRequest Obj must be an object")
+                t = sync_time(msg, now_ms())
+                if t is None:
+                    sub.push(sync_reply(sub, graph, msg))
+                else:
+                    sub.push(await _past_reply(history, graph, msg, t))
             except MessageError as exc:
                 sub.push(error_text(str(exc)))
     except (WebSocketDisconnect, RuntimeError):

@@ -10,6 +10,7 @@ from pyskydive.graph.graph import (
     Op,
     matches,
 )
+from pyskydive.graph.history import HistoryRecorder, MemoryHistory, graph_from_wire
 
 __all__ = [
     "DEL_OP",
@@ -19,10 +20,13 @@ __all__ = [
     "Element",
     "Graph",
     "GraphListener",
+    "HistoryRecorder",
+    "MemoryHistory",
     "Metadata",
     "Node",
     "Op",
     "get_field",
+    "graph_from_wire",
     "matches",
     "now_ms",
 ]

@@ -3,13 +3,15 @@
 ::
 
     parse(text) -> Query                       # QuerySyntaxError(position) on bad input
-    evaluate(query, graph, registry=..., timeout=30.0, now_ms=None) -> JSON-able result
+    evaluate(query, graph, registry=..., timeout=30.0, now_ms=None, history=None)
+                                               # history: G.At(t[, d]) (see .timetravel)
     to_dot(result) -> str                      # Graphviz for graph-shaped results
     StepRegistry().register("Flows", handler)  # extension steps (see .registry)
 
 The package is pure: no I/O, no threads, no global state. Modules: ``_lexer``/``parser``
 (text to :mod:`.ast`), ``predicates`` (filters), ``values`` (what flows between steps),
-``steps``/``walk`` (built-in steps), ``registry`` (extension steps), ``evaluator``, ``dot``.
+``steps``/``walk`` (built-in steps), ``timeforms``/``timetravel`` (``At``/``Context``),
+``registry`` (extension steps), ``evaluator``, ``dot``.
 """
 
 from pyskydive.gremlin.ast import Arg, Call, Keyword, Query, Step
@@ -20,6 +22,8 @@ from pyskydive.gremlin.parser import MAX_DEPTH, MAX_QUERY_LENGTH, parse
 from pyskydive.gremlin.predicates import Filter, compile_filter, field_of
 from pyskydive.gremlin.registry import StepContext, StepHandler, StepRegistry
 from pyskydive.gremlin.steps import as_edges, as_items, as_nodes
+from pyskydive.gremlin.timeforms import TimeWindow, time_window
+from pyskydive.gremlin.timetravel import HistorySource, Prefetched, prefetch, query_window
 from pyskydive.gremlin.values import (
     AllNodes,
     EdgeList,
@@ -42,10 +46,12 @@ __all__ = [
     "Filter",
     "Getter",
     "GraphValue",
+    "HistorySource",
     "ItemList",
     "Keyword",
     "NodeList",
     "PathList",
+    "Prefetched",
     "Query",
     "QueryError",
     "QuerySyntaxError",
@@ -54,6 +60,7 @@ __all__ = [
     "StepContext",
     "StepHandler",
     "StepRegistry",
+    "TimeWindow",
     "ValueList",
     "as_edges",
     "as_items",
@@ -62,6 +69,9 @@ __all__ = [
     "evaluate",
     "field_of",
     "parse",
+    "prefetch",
+    "query_window",
     "run",
+    "time_window",
     "to_dot",
 ]

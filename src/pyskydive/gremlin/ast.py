@@ -6,7 +6,7 @@ lexer is case-insensitive (``g.v().has(...)`` is the same query as ``G.V().Has(.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 __all__ = ["Arg", "Call", "Keyword", "Query", "Step"]
@@ -41,6 +41,8 @@ class Step:
     text: str
     args: tuple[Arg, ...]
     position: int
+    #: Offset of each argument in the query text (for errors about one argument).
+    arg_positions: tuple[int, ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,12 +23,18 @@ from pyskydive.gremlin.ast import Arg, Query
 from pyskydive.gremlin.parser import parse
 from pyskydive.gremlin.registry import StepContext, StepHandler, StepRegistry
 from pyskydive.gremlin.steps import BASIC_STEPS
+from pyskydive.gremlin.timetravel import HistorySource, step_at
 from pyskydive.gremlin.values import GraphValue, to_wire
 from pyskydive.gremlin.walk import WALK_STEPS
 
 __all__ = ["BUILTIN_STEPS", "evaluate", "run"]
 
-BUILTIN_STEPS: dict[str, StepHandler] = {**BASIC_STEPS, **WALK_STEPS}
+BUILTIN_STEPS: dict[str, StepHandler] = {
+    **BASIC_STEPS,
+    **WALK_STEPS,
+    "AT": step_at,
+    "CONTEXT": step_at,
+}
 
 
 def run(
@@ -38,19 +44,24 @@ def run(
     registry: StepRegistry | None = None,
     timeout: float = 30.0,
     now_ms: int | None = None,
+    history: HistorySource | None = None,
 ) -> Any:
-    """Evaluate ``query`` and return the last traversal value (not yet serialised)."""
+    """Evaluate ``query`` and return the last traversal value (not yet serialised).
+
+    ``history`` answers ``G.At(...)``/``G.Context(...)`` (see :mod:`.timetravel`)."""
     q = parse(query) if isinstance(query, str) else query
     ctx = StepContext(
         graph=graph,
         now_ms=wall_ms() if now_ms is None else now_ms,
         deadline=time.monotonic() + timeout,
         timeout=timeout,
+        history=history,
     )
     value: Any = GraphValue(graph)
-    for step in q.steps:
+    for index, step in enumerate(q.steps):
         ctx.check()
         ctx.step = step
+        ctx.index = index
         value = _run_step(step.name, value, step.args, ctx, registry)
     return value
 
@@ -77,13 +88,15 @@ def evaluate(
     registry: StepRegistry | None = None,
     timeout: float = 30.0,
     now_ms: int | None = None,
+    history: HistorySource | None = None,
 ) -> Any:
     """Evaluate ``query`` over ``graph``; JSON-able result as Skydive's API returns it.
 
     Raises :class:`~pyskydive.errors.QueryError` (a parse error carries ``position``) for a
-    bad query, a bad argument or when ``timeout`` seconds are exceeded.
+    bad query, a bad argument or when ``timeout`` seconds are exceeded. ``history`` answers
+    ``G.At(...)``; without it time travel is a ``QueryError``.
     """
-    value = run(query, graph, registry=registry, timeout=timeout, now_ms=now_ms)
+    value = run(query, graph, registry=registry, timeout=timeout, now_ms=now_ms, history=history)
     try:
         return to_wire(value)
     except RecursionError as exc:  # an extension value nested beyond reason

@@ -80,17 +80,23 @@ class _Parser:
                 raise QuerySyntaxError.expected(tok.position, "'.' or end of input", tok.describe())
             name = self.expect(Kind.IDENT, "a step name")
             self.expect(Kind.LPAREN, f"'(' after {name.text}")
-            args = self.args(1)
-            steps.append(Step(name.text.upper(), name.text, tuple(args), name.position))
+            positions: list[int] = []
+            args = self.args(1, positions)
+            steps.append(
+                Step(name.text.upper(), name.text, tuple(args), name.position, tuple(positions))
+            )
         return Query(tuple(steps), text)
 
-    def args(self, depth: int) -> list[Arg]:
-        """Arguments up to and including the closing parenthesis."""
+    def args(self, depth: int, positions: list[int] | None = None) -> list[Arg]:
+        """Arguments up to and including the closing parenthesis (their offsets go to
+        ``positions`` when given)."""
         out: list[Arg] = []
         if self.peek().kind is Kind.RPAREN:
             self.next()
             return out
         while True:
+            if positions is not None:
+                positions.append(self.peek().position)
             out.append(self.arg(depth))
             tok = self.next()
             if tok.kind is Kind.RPAREN:

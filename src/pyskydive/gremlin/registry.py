@@ -11,7 +11,8 @@ A step is a callable ``handler(value, args, ctx) -> new value``:
   :class:`~pyskydive.gremlin.ast.Keyword` such as ``DESC``, or
   :class:`~pyskydive.gremlin.ast.Call` such as ``Metadata(...)`` / ``Within(...)``; turn
   filter arguments into a predicate with :func:`pyskydive.gremlin.predicates.compile_filter`);
-* ``ctx`` is a :class:`StepContext`: the graph, ``now_ms``, the deadline (call
+* ``ctx`` is a :class:`StepContext`: the graph, ``now_ms``, ``window`` (the time window
+  after ``G.At(...)``, ``None`` on the live graph), the deadline (call
   ``ctx.check()`` in long loops, or iterate with ``ctx.iterate(...)``), ``ctx.error(msg)``
   to build a positioned :class:`~pyskydive.errors.QueryError`.
 
@@ -51,11 +52,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pyskydive.errors import QueryError
 from pyskydive.graph import Graph
 from pyskydive.gremlin.ast import Arg, Step
+
+if TYPE_CHECKING:
+    from pyskydive.gremlin.timeforms import TimeWindow
+    from pyskydive.gremlin.timetravel import HistorySource
 
 __all__ = ["CHECK_EVERY", "StepContext", "StepHandler", "StepRegistry"]
 
@@ -77,6 +82,11 @@ class StepContext:
     timeout: float
     step: Step | None = None
     saved: dict[str, list[Any]] = field(default_factory=dict)  # As()/Select()
+    index: int = 0  # of ``step`` in the query (At/Context must be the first)
+    #: Topology history for ``At``/``Context``; None: time travel is refused.
+    history: HistorySource | None = None
+    #: The window ``At``/``Context`` switched to; None: the live graph.
+    window: TimeWindow | None = None
 
     def check(self) -> None:
         """Raise ``QueryError`` once the time limit is exceeded."""

@@ -1,5 +1,5 @@
 """Built-in steps that select, filter and reduce: V, E, Has*, Dedup, Count, Limit, Range,
-Sort, Values, ValueMap, Keys, Sum, As/Select and the time-travel steps.
+Sort, Values, ValueMap, Keys, Sum, As/Select (time travel is in :mod:`.timetravel`).
 
 Every step is ``step(value, args, ctx) -> value`` (see :mod:`pyskydive.gremlin.registry`).
 """
@@ -375,10 +375,6 @@ def step_select(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
     return ValueList(out)
 
 
-def step_context(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
-    raise ctx.error("history needs a storage backend (At/Context)")
-
-
 BASIC_STEPS = {
     "V": step_v,
     "E": step_e,
@@ -397,6 +393,4 @@ BASIC_STEPS = {
     "SUM": step_sum,
     "AS": step_as,
     "SELECT": step_select,
-    "AT": step_context,
-    "CONTEXT": step_context,
 }

@@ -512,6 +512,8 @@ class Cluster:
             SKYDIVE_ANALYZERS=f"127.0.0.1:{analyzer_port}",
             SKYDIVE_AGENT_LISTEN=f"127.0.0.1:{free_port()}",
             SKYDIVE_LOGGING_LEVEL=os.environ.get("SKYDIVE_LOGGING_LEVEL", "INFO"),
+            # its own store: captures or rules left in /var/lib/skydive must not run here
+            SKYDIVE_ANALYZER_DATA_DIR=str(self.dir / f"data-{len(self.procs)}"),
             PYTHONPATH=os.pathsep.join(
                 p for p in (str(SRC), os.environ.get("PYTHONPATH", "")) if p
             ),

@@ -207,8 +207,10 @@ def run(
             wait_for("the analyzer to ingest the Sync", ingested, 120, step=0.01)
             t_ingest = time.perf_counter() - t0
             try:
-                reply = agent_ws.recv(timeout=0.2)
-                raise BenchError(f"the analyzer answered the Sync: {str(reply)[:300]}")
+                while True:  # the analyzer's capture set for this agent is expected; an error not
+                    reply = agent_ws.recv(timeout=0.2)
+                    if '"Namespace":"OnDemand"' not in str(reply).replace(" ", ""):
+                        raise BenchError(f"the analyzer answered the Sync: {str(reply)[:300]}")
             except TimeoutError:
                 pass
             rss_loaded = rss_bytes(analyzer.pid) / MIB

@@ -11,7 +11,12 @@ setup(
     ext_modules=[
         Extension(
             "pyskydive.flow._fastflow",
-            sources=["src/pyskydive/flow/_fastflow.c"],
+            sources=[
+                "src/pyskydive/flow/_fastflow.c",
+                "src/pyskydive/flow/_fastflow_parse.c",
+                "src/pyskydive/flow/_fastflow_sflow.c",
+            ],
+            depends=["src/pyskydive/flow/_fastflow.h"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
         )

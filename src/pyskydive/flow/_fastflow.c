@@ -4,8 +4,8 @@
  * Theory of operation
  * -------------------
  * A FastTable belongs to one pyskydive.flow.table.FlowTable. For each frame it is given it
- * tries parse(): Ethernet, up to 4 802.1Q/802.1ad tags, IPv4 (any IHL, no later fragment),
- * IPv6 (no extension header), then a complete TCP, UDP or ICMP header. parse() accepts a frame
+ * tries ff_parse(): Ethernet, up to 4 802.1Q/802.1ad tags, IPv4 (any IHL, no later fragment),
+ * IPv6 (no extension header), then a complete TCP, UDP or ICMP header. It accepts a frame
  * only when it is SURE that the pure decoder (protocols/layers.py) would give the same layers
  * and fields with no error; anything else -- truncations, ARP, tunnels (VXLAN 4789, Geneve
  * 6081, GRE, IP-in-IP), DNS (53) and DHCP (67, 68) ports, fragments, extension headers, SCTP,
@@ -31,52 +31,18 @@
  * to FlowTable.feed as a Packet). forget() drops the flows a tick expired. Packets accounted
  * in C are added to TableStats.packets at the end of every call.
  *
- * Also here: the pcap record walker (feed_pcap, pcap_check), the sFlow v5 datagram walker
- * (sflow_check, sflow_feed; flow samples only, counter samples are framed for Python) and the
- * TPACKET_V3 block walker (feed_tpacket_block), each feeding frames through process().
+ * Also here: the pcap record walker (feed_pcap, pcap_check), the sFlow v5 feeding (sflow_feed;
+ * flow samples only, counter samples are framed for Python) and the TPACKET_V3 block walker
+ * (feed_tpacket_block), each feeding frames through process().
+ *
+ * Units: _fastflow_parse.c (ff_parse: which frames C accounts, and their keys),
+ * _fastflow_sflow.c (ff_sflow_check: which sFlow datagrams C can feed), this file (the table,
+ * accounting, the walkers and the Python type); _fastflow.h declares what they share.
  * Attributes of the slotted Flow/Metric/TCPMetric dataclasses are read and written through
  * their slots (slot()), with the generic protocol as the fallback.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
-#include <structmember.h>
-#include <string.h>
+#include "_fastflow.h"
 
-#define MAX_VLANS 4
-#define MAX_CAPLEN 0x40000
-#define TH_FIN 0x01
-#define TH_SYN 0x02
-#define TH_RST 0x04
-#define TH_ACK 0x10
-
-enum { FIRST_ETHERNET = 0, FIRST_IPV4 = 1, FIRST_IPV6 = 2, FIRST_OTHER = 3 };
-enum { L4_TCP = 1, L4_UDP = 2, L4_ICMP4 = 3, L4_ICMP6 = 4 };
-enum { TM_AB_SYN, TM_BA_SYN, TM_AB_FIN, TM_BA_FIN, TM_AB_RST, TM_BA_RST };
-enum { FT_NOT_FINISHED, FT_TIMEOUT, FT_TCP_FIN, FT_TCP_RST };
-
-typedef struct {
-    uint8_t mac[6];
-    uint8_t port[2];
-    uint8_t ip[16];
-} Endpoint;
-
-typedef struct {
-    uint8_t first, nvlan, l3, l4;
-    uint16_t vlans[MAX_VLANS];
-    int32_t icmp_id; /* -1: none (not an echo) */
-    uint32_t pad;
-    Endpoint a, b; /* sorted */
-    uint8_t pad2[4];
-} Key;
-
-typedef struct {
-    Key key;
-    int swapped; /* the frame's source is key.b */
-    int tcp_flags; /* -1: not TCP */
-    int icmp_type; /* -1: not ICMP */
-    int icmp_code;
-} Parsed;
 
 typedef struct {
     Key key;
@@ -110,143 +76,6 @@ typedef struct {
 static PyObject *s_fast_new, *s_fast_slow, *s_packets, *s_metric, *s_last, *s_rtt,
     *s_rtt_probe, *s_finish_type, *s_tcp_metric, *s_ab_packets, *s_ab_bytes, *s_ba_packets,
     *s_ba_bytes, *s_Ethernet, *s_IPv4, *s_IPv6, *s_tm[6], *s_short;
-
-/* ---- parsing -------------------------------------------------------------------------- */
-
-static inline unsigned rd16(const uint8_t *p) { return ((unsigned)p[0] << 8) | p[1]; }
-
-static inline uint32_t rd32be(const uint8_t *p) {
-    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
-}
-
-static inline uint32_t rd32(const uint8_t *p, int big) {
-    if (big)
-        return rd32be(p);
-    return ((uint32_t)p[3] << 24) | ((uint32_t)p[2] << 16) | ((uint32_t)p[1] << 8) | p[0];
-}
-
-/* 1: the frame is one the pure decoder reads with no error and C accounts alike; 0: slow. */
-static int parse(const uint8_t *b, Py_ssize_t n, int first, int l2, Parsed *out) {
-    Key *k = &out->key;
-    Endpoint fwd, rev;
-    Py_ssize_t o = 0, end = n;
-    unsigned et, l3;
-    memset(k, 0, sizeof *k);
-    memset(&fwd, 0, sizeof fwd);
-    memset(&rev, 0, sizeof rev);
-    k->first = (uint8_t)first;
-    k->icmp_id = -1;
-    out->tcp_flags = -1;
-    out->icmp_type = -1;
-    if (first == FIRST_ETHERNET) {
-        if (n < 14)
-            return 0;
-        if (l2) {
-            memcpy(rev.mac, b, 6);
-            memcpy(fwd.mac, b + 6, 6);
-        }
-        et = rd16(b + 12);
-        o = 14;
-        while (et == 0x8100 || et == 0x88A8 || et == 0x9100) {
-            if (k->nvlan == MAX_VLANS || o + 4 > end)
-                return 0;
-            k->vlans[k->nvlan++] = (uint16_t)(rd16(b + o) & 0x0FFF);
-            et = rd16(b + o + 2);
-            o += 4;
-        }
-        if (et == 0x0800)
-            l3 = 4;
-        else if (et == 0x86DD)
-            l3 = 6;
-        else
-            return 0;
-    } else if (first == FIRST_IPV4) {
-        l3 = 4;
-    } else if (first == FIRST_IPV6) {
-        l3 = 6;
-    } else {
-        return 0;
-    }
-    k->l3 = (uint8_t)l3;
-    unsigned proto;
-    if (l3 == 4) {
-        if (o + 20 > end || b[o] >> 4 != 4)
-            return 0;
-        unsigned hl = (b[o] & 0x0F) * 4u, total = rd16(b + o + 2);
-        if (hl < 20 || total < hl || o + (Py_ssize_t)hl > end)
-            return 0;
-        if (rd16(b + o + 6) & 0x1FFF) /* a later fragment */
-            return 0;
-        proto = b[o + 9];
-        if (proto != 1 && proto != 6 && proto != 17)
-            return 0;
-        memcpy(fwd.ip, b + o + 12, 4);
-        memcpy(rev.ip, b + o + 16, 4);
-        if (o + (Py_ssize_t)total < end)
-            end = o + total;
-        o += hl;
-    } else {
-        if (o + 40 > end || b[o] >> 4 != 6)
-            return 0;
-        unsigned plen = rd16(b + o + 4);
-        proto = b[o + 6];
-        if (proto != 58 && proto != 6 && proto != 17)
-            return 0;
-        memcpy(fwd.ip, b + o + 8, 16);
-        memcpy(rev.ip, b + o + 24, 16);
-        if (plen && o + 40 + (Py_ssize_t)plen < end)
-            end = o + 40 + plen;
-        o += 40;
-    }
-    if (proto == 6) {
-        if (o + 20 > end)
-            return 0;
-        unsigned sp = rd16(b + o), dp = rd16(b + o + 2), hl = (b[o + 12] >> 4) * 4u;
-        if (hl < 20 || o + (Py_ssize_t)hl > end || sp == 53 || dp == 53)
-            return 0;
-        memcpy(fwd.port, b + o, 2);
-        memcpy(rev.port, b + o + 2, 2);
-        out->tcp_flags = b[o + 13];
-        k->l4 = L4_TCP;
-    } else if (proto == 17) {
-        if (o + 8 > end)
-            return 0;
-        unsigned sp = rd16(b + o), dp = rd16(b + o + 2);
-        if (sp == 53 || dp == 53 || sp == 67 || sp == 68 || dp == 67 || dp == 68 || dp == 4789 ||
-            dp == 6081)
-            return 0;
-        memcpy(fwd.port, b + o, 2);
-        memcpy(rev.port, b + o + 2, 2);
-        k->l4 = L4_UDP;
-    } else {
-        if (o + 8 > end)
-            return 0;
-        unsigned t = b[o];
-        if (proto == 1) {
-            k->l4 = L4_ICMP4;
-            if (t == 0 || t == 8)
-                k->icmp_id = (int32_t)rd16(b + o + 4);
-        } else {
-            k->l4 = L4_ICMP6;
-            if (t == 128 || t == 129)
-                k->icmp_id = (int32_t)rd16(b + o + 4);
-            else if ((t == 135 || t == 136) && o + 24 > end)
-                return 0;
-        }
-        out->icmp_type = (int)t;
-        out->icmp_code = b[o + 1];
-    }
-    if (memcmp(&fwd, &rev, sizeof fwd) <= 0) {
-        k->a = fwd;
-        k->b = rev;
-        out->swapped = 0;
-    } else {
-        k->a = rev;
-        k->b = fwd;
-        out->swapped = 1;
-    }
-    return 1;
-}
 
 static uint64_t key_hash(const Key *k) {
     uint64_t w[sizeof(Key) / 8], h = 0x9E3779B97F4A7C15ull;
@@ -705,7 +534,7 @@ static PyObject *fields_tuple(const uint8_t *b, int first, const Parsed *p) {
 static int process(FastTable *self, const uint8_t *b, Py_ssize_t n, int first, PyObject *fname,
                    int64_t now, int64_t now_ns, int64_t len) {
     Parsed p;
-    if (!parse(b, n, first, self->l2, &p)) {
+    if (!ff_parse(b, n, first, self->l2, &p)) {
         PyObject *r =
             callback(self, s_fast_slow, b, n, first_name(first, fname), now, now_ns, len);
         if (!r)
@@ -877,98 +706,6 @@ static PyObject *FT_pcap_check(FastTable *self, PyObject *args) {
     return PyLong_FromSsize_t(bad);
 }
 
-/* Check a datagram as decode_datagram would, without building anything: 1 when it is valid as
- * far as C can tell, 0 otherwise (then the caller takes the pure path, which also gives the
- * error text). Flow samples are checked in full (records whose check is left to Python, the
- * variable-size 0:1002/0:1003, make it 0); a counter sample is only framed: when ``spans`` is
- * not NULL its (offset, end, expanded) is appended there for the Python counter decoder, whose
- * error, if any, is then the first of the datagram (all samples before it are valid). */
-static int sflow_check(const uint8_t *b, Py_ssize_t size, Py_ssize_t *start, PyObject *spans) {
-    if (size < 8 || rd32be(b) != 5)
-        return 0;
-    uint32_t at = rd32be(b + 4);
-    Py_ssize_t off;
-    if (at == 1 && size >= 28)
-        off = 12;
-    else if (at == 2 && size >= 40)
-        off = 24;
-    else
-        return 0;
-    uint32_t n = rd32be(b + off + 12);
-    off += 16;
-    if (n > (uint64_t)(size - off) >> 3)
-        return 0;
-    *start = off;
-    for (uint32_t s = 0; s < n; s++) {
-        if (off + 8 > size)
-            return 0;
-        uint32_t tag = rd32be(b + off);
-        int64_t end = (int64_t)off + 8 + rd32be(b + off + 4);
-        off += 8;
-        if (end > size)
-            return 0;
-        if (tag == 2 || tag == 4) {
-            if (spans) {
-                PyObject *span = Py_BuildValue("nnO", off, (Py_ssize_t)end,
-                                               tag == 4 ? Py_True : Py_False);
-                if (!span || PyList_Append(spans, span) < 0) {
-                    Py_XDECREF(span);
-                    return -1;
-                }
-                Py_DECREF(span);
-            }
-        } else if (tag == 1 || tag == 3) {
-            Py_ssize_t hdr = tag == 1 ? 32 : 44;
-            if (off + hdr > end)
-                return 0;
-            uint32_t nrec = rd32be(b + off + hdr - 4);
-            off += hdr;
-            if (nrec > (uint64_t)(end - off) >> 3)
-                return 0;
-            for (uint32_t r = 0; r < nrec; r++) {
-                if (off + 8 > end)
-                    return 0;
-                uint32_t rt = rd32be(b + off), rl = rd32be(b + off + 4);
-                off += 8;
-                if ((int64_t)rl > end - off)
-                    return 0;
-                switch (rt) {
-                case 1:
-                    if (rl < 16 || 16 + (((uint64_t)rd32be(b + off + 12) + 3) & ~3ull) != rl)
-                        return 0;
-                    break;
-                case 2:
-                    if (rl != 24)
-                        return 0;
-                    break;
-                case 3:
-                    if (rl != 32)
-                        return 0;
-                    break;
-                case 4:
-                    if (rl != 56)
-                        return 0;
-                    break;
-                case 1001:
-                    if (rl != 16)
-                        return 0;
-                    break;
-                case 1002:
-                case 1003:
-                    return 0; /* variable layouts: left to the pure decoder */
-                default:
-                    break;
-                }
-                off += rl;
-            }
-            if (off != end)
-                return 0;
-        }
-        off = (Py_ssize_t)end;
-    }
-    return off == size;
-}
-
 /* sflow_check(datagram) -> None (take the pure path) or the counter samples' spans
  * [(offset, end, expanded)] for protocols.sflow to decode; nothing is fed. */
 static PyObject *FT_sflow_check(FastTable *self, PyObject *args) {
@@ -977,7 +714,7 @@ static PyObject *FT_sflow_check(FastTable *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "y*", &buf))
         return NULL;
     PyObject *spans = PyList_New(0);
-    int ok = spans ? sflow_check(buf.buf, buf.len, &off, spans) : -1;
+    int ok = spans ? ff_sflow_check(buf.buf, buf.len, &off, spans) : -1;
     PyBuffer_Release(&buf);
     if (ok < 0) {
         Py_XDECREF(spans);
@@ -999,7 +736,7 @@ static PyObject *FT_sflow_feed(FastTable *self, PyObject *args) {
         return NULL;
     const uint8_t *b = buf.buf;
     Py_ssize_t size = buf.len, off;
-    if (sflow_check(b, size, &off, NULL) != 1) {
+    if (ff_sflow_check(b, size, &off, NULL) != 1) {
         PyBuffer_Release(&buf);
         Py_RETURN_NONE;
     }
@@ -1251,7 +988,7 @@ static PyObject *FT_parse_fields(FastTable *self, PyObject *args) {
     int code = first_code(first);
     PyObject *r = NULL;
     if (code >= 0)
-        r = parse(buf.buf, buf.len, code, self->l2, &p) ? fields_tuple(buf.buf, code, &p)
+        r = ff_parse(buf.buf, buf.len, code, self->l2, &p) ? fields_tuple(buf.buf, code, &p)
                                                          : Py_NewRef(Py_None);
     PyBuffer_Release(&buf);
     return r;

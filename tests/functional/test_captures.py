@@ -19,7 +19,18 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Cluster, Kernel, Pair, sh, start_pair, topology, wait_for, wait_node
+from conftest import (
+    Cluster,
+    Kernel,
+    Pair,
+    api_up,
+    sh,
+    start_agent,
+    start_pair,
+    topology,
+    wait_for,
+    wait_node,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -359,21 +370,21 @@ def test_captures_and_flows_survive_an_analyzer_restart(
     """The capture is stored; the agent keeps capturing while the analyzer is away and sends
     what it queued when the analyzer is back."""
     lab = make_lab(kernel)
-    data = tmp_path / "analyzer-data"
-    extra = {"SKYDIVE_FLOW_UPDATE": "1", "SKYDIVE_ANALYZER_DATA_DIR": str(data)}
-    pair = start_pair(cluster, extra=extra)
-    port = pair.port
+    store = {"SKYDIVE_ANALYZER_DATA_DIR": str(tmp_path / "analyzer-data")}
+    analyzer = cluster.spawn("analyzer", extra=store)
+    port = analyzer.analyzer_port
+    wait_for("the analyzer API", lambda: api_up(port), timeout=20)
+    start_agent(cluster, analyzer, extra={"SKYDIVE_FLOW_UPDATE": "1"})
     wait_node(port, Name=lab.host1)
     cid = create_capture(port, GremlinQuery=f"G.V().Has('Name', '{lab.host1}')")["UUID"]
     wait_active(port, lab.host1, cid)
-    assert pair.analyzer.stop() == 0
+    assert analyzer.stop() == 0
 
     lab.run(lab.ns1, "icmp", lab.ip2, 4)  # while no analyzer listens
     time.sleep(1.5)  # at least one flow update queued on the agent
 
-    analyzer = cluster.spawn("analyzer", analyzer_port=port, extra=extra)
+    cluster.spawn("analyzer", analyzer_port=port, extra=store)  # the same port and store
     wait_for("the analyzer back", lambda: topology(port).one(Name=lab.host1), timeout=30)
-    assert analyzer.proc is not None
     flows = wait_flows(
         port,
         f"G.Flows().Has('CaptureID', '{cid}', 'LayersPath', 'Ethernet/IPv4/ICMPv4')",

@@ -28,6 +28,7 @@ import live
 import netns_scale
 import ovs
 import sflow
+import storage
 import sync
 from harness import BenchError, Result, format_table, install_signal_handlers
 
@@ -40,6 +41,7 @@ BENCHMARKS: dict[str, Callable[..., list[Result]]] = {
     flows.NAME: flows.run,
     sflow.NAME: sflow.run,
     live.NAME: live.run,
+    storage.NAME: storage.run,
 }
 
 

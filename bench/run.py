@@ -1,8 +1,8 @@
 """Run the benchmarks and print one table: ``python3 bench/run.py [--quick] [NAME ...]``.
 
-Names: latency, netns_scale, sync, gremlin, ovs, flows, sflow, live (default: all, in that
-order). A benchmark that
-fails is reported (with its reason) and the others still run; the exit status is 1 if any failed.
+Names: latency, netns_scale, sync, gremlin, ovs, flows, sflow, live, storage (default: all, in
+that order). A benchmark that fails is reported (with its reason) and the others still run; the
+exit status is 1 if any failed.
 ``--json FILE`` also writes every figure as JSON. Benchmarks report, they never assert.
 """
 

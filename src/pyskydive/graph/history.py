@@ -14,7 +14,8 @@ updated             the current one closed at the new ``UpdatedAt``, a new one o
 deleted             the current one closed at ``DeletedAt`` (its element then has DeletedAt)
 ==================  ==========================================================================
 
-A revision's element is a deep copy of the wire dict (the graph mutates metadata in place).
+A revision's element is the wire dict as JSON bytes (:class:`JsonElement`): a copy (the graph
+mutates metadata in place) that costs a few hundred bytes, not a decoded tree of several KiB.
 Times never go backwards within one element: a change stamped before the current revision
 started (a peer's clock) is recorded at that revision's start.
 
@@ -36,13 +37,11 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
-import orjson
-
 from pyskydive.errors import MessageError
 from pyskydive.graph.elements import Edge, Element, Node, now_ms
 from pyskydive.graph.graph import BaseListener, Graph, Op
 from pyskydive.graph.messages import edge_from_obj, node_from_obj
-from pyskydive.storage.base import Revision
+from pyskydive.storage.base import JsonElement, Revision, element_dict
 
 __all__ = ["HistoryRecorder", "MemoryHistory", "RevisionSink", "graph_from_wire"]
 
@@ -53,10 +52,9 @@ _Key = tuple[str, str]
 Wire = list[dict[str, Any]]
 
 
-def _snapshot(element: Element) -> dict[str, Any]:
-    """The element's wire dict, deep-copied (metadata is mutated in place by the graph)."""
-    copied: dict[str, Any] = orjson.loads(orjson.dumps(element.to_wire()))
-    return copied
+def _snapshot(element: Element) -> JsonElement:
+    """The element's wire dict as JSON bytes (a copy: the graph mutates metadata in place)."""
+    return JsonElement.of(element.to_wire())
 
 
 class HistoryRecorder(BaseListener):
@@ -106,9 +104,9 @@ class HistoryRecorder(BaseListener):
             return
         t = element.deleted_at if element.deleted_at is not None else element.updated_at
         t = max(t, prev.valid_from)
-        last = dict(prev.element)
+        last = element_dict(prev.element)
         last["DeletedAt"] = t
-        self._sink([replace(prev, element=last, valid_to=t)])
+        self._sink([replace(prev, element=JsonElement.of(last), valid_to=t)])
 
     def on_node_added(self, node: Node) -> None:
         self._added("node", node)
@@ -228,7 +226,7 @@ class MemoryHistory:
             for (kind, _), revs in self._by_key.items():
                 rev = pick(revs)
                 if rev is not None:
-                    (nodes if kind == "node" else edges).append(dict(rev.element))
+                    (nodes if kind == "node" else edges).append(element_dict(rev.element))
         return nodes, edges
 
 

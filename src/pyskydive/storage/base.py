@@ -22,18 +22,71 @@ Times are Unix epoch milliseconds everywhere.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
+
+import orjson
 
 __all__ = [
     "FlowBackend",
     "FlowQuery",
+    "JsonElement",
     "ResourceBackend",
     "Revision",
     "StorageStatus",
     "TopologyBackend",
+    "element_dict",
+    "element_json",
 ]
+
+
+class JsonElement(Mapping[str, Any]):
+    """A wire dict kept as its JSON bytes: what a recorded revision holds.
+
+    A revision is written once and read rarely, so the bytes (a few hundred per node) are kept
+    rather than the decoded tree (several KiB); :func:`element_dict` decodes once per read.
+    The Mapping methods decode on each call: use them for a key or two, not in loops.
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+
+    @classmethod
+    def of(cls, wire: Mapping[str, Any]) -> JsonElement:
+        return cls(orjson.dumps(wire))
+
+    def __getitem__(self, key: str) -> Any:
+        return orjson.loads(self.raw)[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(orjson.loads(self.raw))
+
+    def __len__(self) -> int:
+        return len(orjson.loads(self.raw))
+
+    def __bool__(self) -> bool:
+        return self.raw not in (b"{}", b"")
+
+    def __repr__(self) -> str:
+        return f"JsonElement({self.raw[:60]!r}...)"
+
+
+def element_dict(element: Mapping[str, Any]) -> dict[str, Any]:
+    """A revision's element as a fresh dict."""
+    if isinstance(element, JsonElement):
+        decoded: dict[str, Any] = orjson.loads(element.raw)
+        return decoded
+    return dict(element)
+
+
+def element_json(element: Mapping[str, Any]) -> bytes:
+    """A revision's element as JSON bytes."""
+    if isinstance(element, JsonElement):
+        return element.raw
+    return orjson.dumps(dict(element))
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +95,8 @@ class Revision:
 
     kind: Literal["node", "edge"]
     id: str
-    element: Mapping[str, Any]  # the wire dict (``Node.to_wire()`` / ``Edge.to_wire()``)
+    #: The wire dict (``Node.to_wire()`` / ``Edge.to_wire()``); recorders give a JsonElement.
+    element: Mapping[str, Any]
     valid_from: int
     valid_to: int | None = None  # None: still current
 

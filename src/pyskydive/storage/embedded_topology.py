@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import orjson
 
-from pyskydive.storage.base import Revision
+from pyskydive.storage.base import Revision, element_json
 
 __all__ = [
     "create_topology_table",
@@ -67,7 +67,7 @@ def write_revision_batch(
                 "id": r.id,
                 "valid_from": r.valid_from,
                 "valid_to": r.valid_to,
-                "element": orjson.dumps(dict(r.element)).decode(),
+                "element": element_json(r.element).decode(),
             }
         )
         for r in latest.values()

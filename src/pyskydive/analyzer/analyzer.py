@@ -66,6 +66,7 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
     flow_ingest = FlowIngestStats()
     ondemand = OnDemand(graph, hub, store)  # captures (issue 5): tell agents what to capture
     hub.on_synced = lambda session: ondemand.changed()
+    resources.captures_changed = ondemand.changed
     app = build_app(
         ServiceContext(
             service="analyzer",

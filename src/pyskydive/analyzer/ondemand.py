@@ -3,9 +3,10 @@
 Theory of operation
 -------------------
 Captures are resources (``/api/capture``) with a Gremlin query (or a probe path, translated).
-:class:`OnDemand` listens to the merged graph; after any change (debounced by
-:data:`DEBOUNCE_S`, and at least every :data:`PERIOD_S` so created or deleted captures are
-noticed) it evaluates every capture's query, keeps the nodes the capture can run on (the
+:class:`OnDemand` listens to the merged graph and is told when a capture is created, edited or
+deleted (:meth:`OnDemand.changed`, from the resource routes) or an agent synced; after any of
+those (debounced by :data:`DEBOUNCE_S`; nothing runs while nothing changes) it evaluates every
+capture's query, keeps the nodes the capture can run on (the
 capture's Type, or the node's default type: :mod:`pyskydive.flow.captures`), and groups them by
 the agent that owns each node (``Node.origin`` = ``agent.<host>``).
 
@@ -36,8 +37,9 @@ from pyskydive.errors import SkydiveError
 from pyskydive.flow.captures import default_type, supports
 from pyskydive.graph import BaseListener, Edge, Graph, Node, Op
 from pyskydive.graph import messages as wire
-from pyskydive.gremlin import evaluate
+from pyskydive.gremlin import NodeList, run
 from pyskydive.gremlin.probepath import capture_query
+from pyskydive.gremlin.values import to_wire
 
 __all__ = ["CAPTURE_SET", "ONDEMAND_NS", "OnDemand", "capture_nodes"]
 
@@ -46,13 +48,15 @@ log = logging.getLogger(__name__)
 ONDEMAND_NS = "OnDemand"
 CAPTURE_SET = "CaptureSet"
 DEBOUNCE_S = 0.05
-PERIOD_S = 1.0
 
 
 def capture_nodes(capture: dict[str, Any], graph: Graph) -> list[Node]:
     """The nodes a capture's query selects now (:class:`SkydiveError` if the query fails)."""
     query = capture_query(str(capture.get("GremlinQuery") or ""))
-    ids = query_node_ids(lambda q, g: evaluate(q, g, timeout=5.0), query, graph)
+    value = run(query, graph, timeout=5.0)
+    if isinstance(value, NodeList):  # the usual case: the nodes themselves, not serialised
+        return list(dict.fromkeys(n for n in value.items if n.id in graph.nodes))
+    ids = query_node_ids(lambda q, g: to_wire(value), query, graph)
     return [graph.nodes[i] for i in ids]
 
 
@@ -83,9 +87,8 @@ class OnDemand(BaseListener):
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._dirty.wait(), PERIOD_S)
-                await asyncio.sleep(DEBOUNCE_S)
+            await self._dirty.wait()
+            await asyncio.sleep(DEBOUNCE_S)
             self._dirty.clear()
             try:
                 self.reconcile()

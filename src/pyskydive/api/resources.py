@@ -196,6 +196,8 @@ class ResourceContext:
     store: ResourceStore
     rules: RuleEngine
     elements: ApiElements
+    #: Called when a capture is created, edited or deleted (on-demand captures re-place).
+    captures_changed: Callable[[], None] | None = None
 
 
 def restore_resources(rc: ResourceContext) -> None:
@@ -264,12 +266,16 @@ class _StoreKind:
             self.rc.rules.add_node_rule(resource)
         elif self.kind == "edgerule":
             self.rc.rules.add_edge_rule(resource)
+        elif self.kind == "capture" and self.rc.captures_changed is not None:
+            self.rc.captures_changed()
 
     def _disarm(self, resource_id: str) -> None:
         if self.kind == "noderule":
             self.rc.rules.remove_node_rule(resource_id)
         elif self.kind == "edgerule":
             self.rc.rules.remove_edge_rule(resource_id)
+        elif self.kind == "capture" and self.rc.captures_changed is not None:
+            self.rc.captures_changed()
 
     def list(self) -> dict[str, Any]:
         return self.rc.store.list(self.kind)

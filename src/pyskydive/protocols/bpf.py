@@ -22,7 +22,15 @@ from functools import lru_cache
 
 from pyskydive.errors import ProtocolError
 
-__all__ = ["DLT_EN10MB", "DLT_LINUX_SLL", "DLT_RAW", "BPFError", "Matcher", "compile_filter"]
+__all__ = [
+    "DLT_EN10MB",
+    "DLT_LINUX_SLL",
+    "DLT_RAW",
+    "BPFError",
+    "Matcher",
+    "compile_filter",
+    "open_libpcap",
+]
 
 DLT_EN10MB = 1
 DLT_RAW = 12
@@ -51,13 +59,19 @@ class _Program(ctypes.Structure):
     _fields_ = [("bf_len", ctypes.c_uint), ("bf_insns", ctypes.POINTER(_Insn))]
 
 
-@lru_cache(maxsize=1)
-def _libpcap() -> ctypes.CDLL:
+def open_libpcap() -> ctypes.CDLL:
+    """A handle of its own on libpcap (callers set their own argtypes on it); BPFError if the
+    library is missing."""
     name = ctypes.util.find_library("pcap") or "libpcap.so.0.8"
     try:
-        lib = ctypes.CDLL(name)
+        return ctypes.CDLL(name)
     except OSError as exc:
         raise BPFError(f"libpcap is not available ({exc}): install libpcap0.8") from exc
+
+
+@lru_cache(maxsize=1)
+def _libpcap() -> ctypes.CDLL:
+    lib = open_libpcap()
     lib.pcap_open_dead.restype = ctypes.c_void_p
     lib.pcap_open_dead.argtypes = [ctypes.c_int, ctypes.c_int]
     lib.pcap_compile.restype = ctypes.c_int

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import logging
 import threading
 import time
@@ -44,6 +43,7 @@ from pyskydive.probes.flow.base import (
     FlowCapture,
     FlowSink,
 )
+from pyskydive.protocols.bpf import BPFError, open_libpcap
 from pyskydive.protocols.pcap import first_layer
 
 __all__ = ["DEFAULT_SNAPLEN", "TIMEOUT_MS", "PcapCapture"]
@@ -79,11 +79,10 @@ class _Program(ctypes.Structure):  # struct bpf_program
 
 @lru_cache(maxsize=1)
 def _lib() -> ctypes.CDLL:
-    name = ctypes.util.find_library("pcap") or "libpcap.so.0.8"
     try:
-        lib = ctypes.CDLL(name)
-    except OSError as exc:
-        raise ProbeError(f"libpcap is not available ({exc}): install libpcap0.8") from exc
+        lib = open_libpcap()
+    except BPFError as exc:
+        raise ProbeError(exc.reason) from exc
     vp, ci, cp = ctypes.c_void_p, ctypes.c_int, ctypes.c_char_p
     signatures: dict[str, tuple[list[type], type | None]] = {
         "pcap_create": ([cp, cp], vp),

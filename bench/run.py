@@ -1,8 +1,8 @@
 """Run the benchmarks and print one table: ``python3 bench/run.py [--quick] [NAME ...]``.
 
-Names: latency, netns_scale, sync, gremlin, ovs, flows, sflow, live, storage (default: all, in
-that order). A benchmark that fails is reported (with its reason) and the others still run; the
-exit status is 1 if any failed.
+Names: latency, netns_scale, sync, gremlin, ovs, flows, sflow, live, storage, storage_es
+(default: all, in that order). A benchmark that fails is reported (with its reason) and the
+others still run; the exit status is 1 if any failed.
 ``--json FILE`` also writes every figure as JSON. Benchmarks report, they never assert.
 """
 
@@ -29,6 +29,7 @@ import netns_scale
 import ovs
 import sflow
 import storage
+import storage_es
 import sync
 from harness import BenchError, Result, format_table, install_signal_handlers
 
@@ -42,6 +43,7 @@ BENCHMARKS: dict[str, Callable[..., list[Result]]] = {
     sflow.NAME: sflow.run,
     live.NAME: live.run,
     storage.NAME: storage.run,
+    storage_es.NAME: storage_es.run,
 }
 
 

@@ -2,27 +2,35 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from pyskydive.analyzer.flow_steps import build_flow_registry  # flows (issue 5)
-from pyskydive.analyzer.flows import FlowStore  # flows (issue 5)
+from pyskydive.analyzer.flows import DEFAULT_MAX_FLOWS, FlowStore  # flows (issue 5)
 from pyskydive.analyzer.hub import Hub
 from pyskydive.analyzer.ondemand import OnDemand  # captures (issue 5)
 from pyskydive.analyzer.rules import RuleEngine  # resources (issue 3)
-from pyskydive.analyzer.store import ResourceStore  # resources (issue 3)
 from pyskydive.api.agent_flow import FlowIngestStats, FlowUDPServer  # flows (issue 5)
 from pyskydive.api.app import ServiceContext, build_app
 from pyskydive.api.auth import build_auth  # auth (issue 3)
 from pyskydive.api.broadcast import Broadcaster
 from pyskydive.api.elements import ApiElements  # resources (issue 3)
-from pyskydive.api.resources import ResourceContext, restore_resources  # resources (issue 3)
+from pyskydive.api.resources import (  # resources (issue 3)
+    ResourceContext,
+    restore_resources,
+    resync_resources,
+)
 from pyskydive.api.server import HTTPServer
 from pyskydive.api.tls import server_context  # auth (issue 3)
 from pyskydive.config import Config
-from pyskydive.graph import Graph, HistoryRecorder, MemoryHistory  # history (issue 6)
+from pyskydive.graph import Graph, HistoryRecorder  # history (issue 6)
+from pyskydive.graph.elements import now_ms
+from pyskydive.storage.base import FlowQuery  # storage (issue 6)
+from pyskydive.storage.open import Storage, open_storage  # storage (issue 6)
 
 __all__ = ["Analyzer", "run_analyzer"]
 
@@ -37,6 +45,7 @@ class Analyzer:
     server: HTTPServer
     flows: FlowStore | None = None  # flows (issue 5)
     ondemand: OnDemand | None = None  # captures (issue 5)
+    storage: Storage | None = None  # storage (issue 6)
 
 
 @contextlib.asynccontextmanager
@@ -45,15 +54,21 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
     auth = build_auth(config, "analyzer")
     tls = server_context(config.tls)
     graph = Graph(host=config.host_id)
-    # history (issue 6): in memory until a storage backend is configured; bounded to the last
-    # hour and 200,000 past revisions. The storage backend replaces MemoryHistory here.
-    history = MemoryHistory(max_age_ms=3_600_000, max_revisions=200_000)
-    HistoryRecorder(history.record).attach(graph)
+    # -- storage (issue 6): history, flows and resources in the configured backends --
+    storage = await asyncio.to_thread(open_storage, config)
+    try:
+        live_flows = await asyncio.to_thread(_reload(storage, config))
+    except BaseException:
+        await asyncio.to_thread(storage.close)
+        raise
+    # Skydive archives what was live when the analyzer stopped: the agents re-sync it.
+    storage.topology.close_live(now_ms())
+    HistoryRecorder(storage.topology.record).attach(graph)
     hub = Hub(graph)
     broadcaster = Broadcaster(graph)
-    # -- resources (issue 3): the embedded store, API nodes/edges, live rules --
+    # -- resources (issue 3): in the topology backend, API nodes/edges, live rules --
     origin = f"analyzer.{config.host_id}"
-    store = ResourceStore(config.analyzer.data_dir)
+    store = storage.resources
     rules = RuleEngine(graph, origin)
     resources = ResourceContext(
         store=store,
@@ -62,11 +77,23 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
     )
     restore_resources(resources)
     # -- end resources --
-    flows = FlowStore()  # flows (issue 5): POST /api/pcap, agents' captures, Gremlin steps
+    # flows (issue 5): POST /api/pcap, agents' captures, Gremlin steps; every update is
+    # written to the flow backend (issue 6), the recent ones come back at start
+    flows = FlowStore()
+    flows.put_many(live_flows)
+    flows.add_listener(storage.flows.write_flows)
     flow_ingest = FlowIngestStats()
     ondemand = OnDemand(graph, hub, store)  # captures (issue 5): tell agents what to capture
     hub.on_synced = lambda session: ondemand.changed()
     resources.captures_changed = ondemand.changed
+    loop = asyncio.get_running_loop()
+
+    def resources_changed() -> None:  # another analyzer changed a shared resource
+        loop.call_soon_threadsafe(resync_resources, resources)
+
+    for backend in storage.stores():
+        if hasattr(backend, "on_resources_changed"):
+            backend.on_resources_changed = resources_changed
     app = build_app(
         ServiceContext(
             service="analyzer",
@@ -78,12 +105,19 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
             auth=auth,  # auth (issue 3)
             flows=flows,  # flows (issue 5)
             flow_ingest=flow_ingest,
-            gremlin_steps=build_flow_registry(flows),  # flows (issue 5)
-            history=history,  # history (issue 6)
+            gremlin_steps=build_flow_registry(  # flows (issue 5), in the past (issue 6)
+                flows,
+                backend=storage.flows,
+                topology=storage.topology,
+                flow_expire_ms=config.flow.expire * 1000,
+            ),
+            history=storage.topology,  # history (issue 6)
+            extra_status=lambda: {"Storage": storage.status()},
         )
     )
     listen = config.analyzer.listen
     async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(_close_storage, storage)
         server = await stack.enter_async_context(
             HTTPServer(app, listen.host, listen.port, name="analyzer", ssl_context=tls)
         )
@@ -92,4 +126,24 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
         await stack.enter_async_context(FlowUDPServer(host, port, flows, flow_ingest))
         await stack.enter_async_context(ondemand)
         log.info("analyzer %s started", config.host_id)
-        yield Analyzer(config, graph, hub, server, flows, ondemand)
+        yield Analyzer(config, graph, hub, server, flows, ondemand, storage)
+
+
+def _reload(storage: Storage, config: Config) -> Callable[[], list[dict[str, Any]]]:
+    """What the analyzer takes back from its store at start: the flows updated within
+    ``flow.expire`` (the agents' next updates replace them)."""
+
+    def read() -> list[dict[str, Any]]:
+        now = now_ms()
+        query = FlowQuery(now - config.flow.expire * 1000, now, limit=DEFAULT_MAX_FLOWS)
+        flows = storage.flows.query_flows(query)
+        if flows:
+            log.info("reloaded %d recent flows from storage", len(flows))
+        return flows
+
+    return read
+
+
+async def _close_storage(storage: Storage) -> None:
+    if not await asyncio.to_thread(storage.close):
+        log.error("storage: buffered writes were not all written before closing")

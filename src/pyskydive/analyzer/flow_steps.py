@@ -1,12 +1,21 @@
-"""Gremlin flow steps over the analyzer's :class:`~pyskydive.analyzer.flows.FlowStore`.
+"""Gremlin flow steps over the analyzer's flows: live in its
+:class:`~pyskydive.analyzer.flows.FlowStore`, past in a flow storage backend.
 
-Semantics are Skydive v0.28's (``gremlin/traversal/flows.go`` and ``metrics.go``):
+Semantics are Skydive v0.28's (``gremlin/traversal/flows.go``, ``metrics.go``, and
+``topology.go`` for interface metrics):
 
-* ``G.Flows()`` gives every stored flow; ``G.V()....Flows()`` the flows whose NodeTID is the
-  TID of one of the nodes; ``Flows(k, v, ...)`` filters them as ``Has`` does. The result is a
+* ``G.Flows()`` gives every flow; ``G.V()....Flows()`` the flows whose NodeTID is the TID of
+  one of the nodes; ``Flows(k, v, ...)`` filters them as ``Has`` does. The result is a
   :class:`FlowList`, so the generic steps (Has, HasEither, HasNot, Count, Limit, Range, Values,
   Sum...) work on flows; ``Has('Network', x)`` matches Network.A or Network.B (same for Link
   and Transport), dotted keys (``Metric.ABPackets``, ``ICMP.ID``) and ``IPV4RANGE`` work.
+* In the past (the traversal started with ``G.At(t[, d])``/``G.Context``: ``ctx.window`` is
+  set), ``Flows()`` reads the flow storage (``FlowBackend.query_flows``), never the live
+  store: the flows that were in a capture's flow table at some point of the window, i.e.
+  ``Start <= end`` and ``Last >= start - flow_expire`` (Skydive's ``addTimeFilter``: a flow
+  stays in its table until ``flow.expire``, 600 s by default, after its last packet; at an
+  instant ``At(t)`` the window is ``[t, t]``, so ``At(t).Flows()`` are the flows not yet
+  expired at ``t``). Without flow storage that is a ``QueryError``.
 * On flows, ``Dedup()`` without a key dedups by ``TrackingID`` and ``Sort()`` without a key
   sorts by ``Last``; ``Sum`` only accepts ``Metric.*`` and ``LastUpdateMetric.*`` keys.
 * Flows to nodes (each step takes optional ``Has``-style filter arguments the nodes must also
@@ -14,17 +23,35 @@ Semantics are Skydive v0.28's (``gremlin/traversal/flows.go`` and ``metrics.go``
   ``CaptureNode()`` (alias ``Node()``) and ``Hops()``: the node whose TID is the flow's
   NodeTID; ``Nodes()``: that node, then the nodes whose MAC is Link.A and Link.B;
   ``In()``/``Out()``: the node whose MAC or PeerIntfMAC is Link.A / Link.B; ``Both()``: both.
-* ``Metrics()``: ``[{UUID: [metric, ...]}]`` (``[]`` when there is no flow). Skydive answers
-  from its flow storage with the whole metric history of each flow when a time context is
-  set; without storage (today) each flow gives one metric, its ``LastUpdateMetric`` if it has
-  one, else its ``Metric``. History comes with the storage backends.
-* On metrics: ``Aggregates(seconds=30)`` cuts ``[first Start, last Last]`` into slices and
-  adds each metric, split pro rata of time, into them: ``[{"Aggregated": [metric, ...]}]``;
+  They look in the traversal's graph: the past one after ``At``.
+* ``Metrics()`` on flows: ``[{UUID: [metric, ...]}]`` (``[]`` when there is none). Live,
+  each flow gives one metric, its ``LastUpdateMetric`` if it has one, else its ``Metric``. In
+  the past, each flow's metric history from the flow storage (``FlowBackend.metrics``: one
+  metric per update), the metrics lying within the window (``Start >= start`` and
+  ``Last <= end``; at an instant ``At(t)``, all of them up to ``t``, as Skydive).
+* ``Metrics()`` on nodes (interface metrics; ``Metrics('SFlow')`` and ``Metrics('Ovs')``
+  read ``SFlow.LastUpdateMetric`` / ``Ovs.LastUpdateMetric``): ``[{node ID: [metric, ...]}]``.
+  Live, each node's ``LastUpdateMetric`` (nodes without one are left out: as Skydive, no
+  fallback on ``Metric``, which holds counters since before the probe saw the interface). In
+  a window, the ``LastUpdateMetric`` of each revision of the node
+  (``TopologyBackend.revisions``) lying within the window, one per ``Start`` (a revision made
+  by another metadata change carries the same metric), oldest first. At an instant ``At(t)``
+  the metric the node carried at ``t`` (Skydive's strict ``Start > t and Last < t`` test
+  gives nothing there).
+* On metrics: ``Aggregates(seconds=30)`` cuts the time into slices and adds each metric,
+  split pro rata of time, into them: ``[{"Aggregated": [metric, ...]}]``. The span is the
+  window's ``[start, end]`` after ``At(t, d)`` (parts outside are left out), else
+  ``[first Start, last Last]`` of the metrics (Skydive would give no slice at an instant).
   ``Sum()`` gives the total metric, ``Sum('ABBytes')`` a number; ``Count()`` the number of
-  flows.
+  flows (or nodes).
 
-Every step here answers ``NotImplemented`` on other values, so ``Out``, ``Count``... of nodes
-still run the built-in steps.
+The metric side (the :class:`FlowMetrics` value, interface metrics, ``Aggregates``, ``Sum``
+and ``Count`` on metrics) is in :mod:`pyskydive.analyzer.metric_steps`; all are registered
+by :func:`build_flow_registry`. The reads of storage block: a caller on an event loop
+evaluates a time-travel query in a worker thread (``api/topology.py``). Storage errors become
+positioned ``QueryError``s. Every step here but ``Metrics`` answers ``NotImplemented`` on
+values that are not flows (or metrics), so ``Out``, ``Count``... of nodes still run the
+built-in steps; ``Metrics`` on anything but nodes and flows is an error.
 """
 
 from __future__ import annotations
@@ -32,31 +59,55 @@ from __future__ import annotations
 from typing import Any
 
 from pyskydive.analyzer.flows import FlowStore, StoredFlow
+from pyskydive.analyzer.metric_steps import (
+    NO_TOPOLOGY_HISTORY,
+    FlowMetrics,
+    RevisionSource,
+    aggregate,
+    metrics_count,
+    metrics_sum,
+    node_metrics,
+    past_flow_metrics,
+    read_storage,
+    step_aggregates,
+)
 from pyskydive.graph import Node
 from pyskydive.graph.graph import INDEXED_KEYS
 from pyskydive.gremlin import (
+    AllNodes,
     Arg,
     GraphValue,
     ItemList,
     Keyword,
     NodeList,
-    Scalar,
     StepContext,
     StepRegistry,
+    TimeWindow,
     as_nodes,
     compile_filter,
 )
 from pyskydive.gremlin.predicates import Filter
-from pyskydive.gremlin.steps import step_sort
+from pyskydive.gremlin.steps import kind_of, step_sort
+from pyskydive.storage.base import FlowBackend, FlowQuery
 
-__all__ = ["FlowList", "FlowMetrics", "aggregate", "build_flow_registry", "flows_step"]
+__all__ = [
+    "DEFAULT_FLOW_EXPIRE_MS",
+    "NO_FLOW_STORAGE",
+    "NO_TOPOLOGY_HISTORY",
+    "FlowList",
+    "FlowMetrics",
+    "aggregate",
+    "build_flow_registry",
+    "flows_step",
+    "metrics_step",
+]
 
-#: Slice length of ``Aggregates()`` without argument, in seconds (Skydive: 30 s).
-DEFAULT_AGGREGATE_SECONDS = 30
-#: At most this many slices (Skydive's ``aggregatesMaxSlices``).
-MAX_AGGREGATE_SLICES = 10_000
+#: How long a flow stays in its capture's table after its last packet (Skydive's default
+#: ``flow.expire``, 600 s): the margin before a window in which stored flows still count.
+DEFAULT_FLOW_EXPIRE_MS = 600_000
 
-_COUNTERS = ("ABPackets", "ABBytes", "BAPackets", "BABytes")
+#: Why ``Flows()``/``Metrics()`` fail in a window without a flow backend.
+NO_FLOW_STORAGE = "flows in the past need flow storage"
 
 
 class FlowList(ItemList):
@@ -70,38 +121,56 @@ class FlowList(ItemList):
         return [f.to_wire() for f in self.items]
 
 
-class FlowMetrics:
-    """``Metrics()``: flow UUID (or ``"Aggregated"``) → list of metric dicts."""
-
-    kind = "metrics"
-    __slots__ = ("metrics",)
-
-    def __init__(self, metrics: dict[str, list[dict[str, Any]]]) -> None:
-        self.metrics = metrics
-
-    def to_wire(self) -> Any:
-        return [self.metrics] if self.metrics else []
-
-
 # -- Flows -------------------------------------------------------------------------------------
 
 
-def flows_step(store: FlowStore) -> Any:
-    """The ``Flows`` step handler bound to ``store``."""
+def flows_step(
+    store: FlowStore,
+    backend: FlowBackend | None = None,
+    *,
+    flow_expire_ms: int = DEFAULT_FLOW_EXPIRE_MS,
+) -> Any:
+    """The ``Flows`` step handler: live from ``store``, in a window from ``backend``."""
 
     def handler(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
-        if isinstance(value, GraphValue):
-            flows = store.flows()
-        else:
+        keep = compile_filter(args, _pos(ctx)) if args else None
+        tids: list[str] | None = None
+        if not isinstance(value, GraphValue):
             nodes = as_nodes(value, ctx)
             tids = [t for t in (n.metadata.get("TID") for n in nodes) if isinstance(t, str) and t]
+        if ctx.window is not None:
+            flows = _past_flows(backend, ctx.window, tids, flow_expire_ms, ctx)
+        elif tids is None:
+            flows = store.flows()
+        else:
             flows = store.by_nodes(tids)
-        if args:
-            keep = compile_filter(args, _pos(ctx))
+        if keep is not None:
             flows = ctx.select(flows, keep)
         return FlowList(flows)
 
     return handler
+
+
+def _past_flows(
+    backend: FlowBackend | None,
+    window: TimeWindow,
+    tids: list[str] | None,
+    flow_expire_ms: int,
+    ctx: StepContext,
+) -> list[StoredFlow]:
+    """The flows in a capture's table at some point of ``window`` (Skydive's addTimeFilter)."""
+    if backend is None:
+        raise ctx.error(NO_FLOW_STORAGE)
+    if tids is not None and not tids:
+        return []
+    query = FlowQuery(
+        start=window.start - flow_expire_ms,
+        end=window.end,
+        node_tids=None if tids is None else frozenset(tids),
+    )
+    wires = read_storage(ctx, "flow storage", backend.query_flows, query)
+    ctx.check()
+    return [StoredFlow(w) for w in wires]
 
 
 def _pos(ctx: StepContext) -> int:
@@ -221,7 +290,7 @@ def _sort(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
 
 def _sum(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
     if isinstance(value, FlowMetrics):
-        return _metrics_sum(value, args, ctx)
+        return metrics_sum(value, args, ctx)
     if not isinstance(value, FlowList):
         return NotImplemented
     if len(args) == 1 and isinstance(args[0], str):
@@ -234,10 +303,30 @@ def _sum(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
 def _count(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
     if not isinstance(value, FlowMetrics):
         return NotImplemented
-    return Scalar(len(value.metrics))
+    return metrics_count(value, args, ctx)
 
 
 # -- metrics -----------------------------------------------------------------------------------
+
+
+def metrics_step(backend: FlowBackend | None = None, topology: RevisionSource | None = None) -> Any:
+    """The ``Metrics`` step handler: flow metrics (history from ``backend`` in a window) and
+    interface metrics of nodes (history from ``topology`` in a window)."""
+
+    def handler(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
+        if isinstance(value, (NodeList, AllNodes)):
+            return node_metrics(as_nodes(value, ctx), args, topology, ctx)
+        if not isinstance(value, FlowList):
+            raise ctx.error(f"applies to nodes or flows, not {kind_of(value)}")
+        if args:
+            raise ctx.error("takes no parameter on flows")
+        if ctx.window is None:
+            return FlowMetrics(_live_flow_metrics(value, ctx))
+        if backend is None:
+            raise ctx.error(NO_FLOW_STORAGE)
+        return past_flow_metrics(backend, (f.uuid for f in value.items), ctx.window, ctx)
+
+    return handler
 
 
 def _metric_of(flow: StoredFlow) -> dict[str, Any] | None:
@@ -248,151 +337,38 @@ def _metric_of(flow: StoredFlow) -> dict[str, Any] | None:
     return None
 
 
-def _metrics(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
-    if not isinstance(value, FlowList):
-        return NotImplemented
-    if args:
-        raise ctx.error("takes no parameter on flows")
+def _live_flow_metrics(value: FlowList, ctx: StepContext) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for flow in ctx.iterate(value.items):
         m = _metric_of(flow)
         if m is not None:
             out.setdefault(flow.uuid, []).append(m)
-    return FlowMetrics(out)
-
-
-def _metrics_sum(value: FlowMetrics, args: tuple[Arg, ...], ctx: StepContext) -> Any:
-    if len(args) > 1:
-        raise ctx.error("requires 1 parameter")
-    if args:
-        key = args[0]
-        if not isinstance(key, str):
-            raise ctx.error("argument of Sum must be a string")
-        total = 0
-        for metrics in value.metrics.values():
-            for m in metrics:
-                v = m.get(key)
-                if isinstance(v, bool) or not isinstance(v, int):
-                    raise ctx.error(f"{key} is not an integer field of the metrics")
-                total += v
-        return Scalar(total)
-    result: dict[str, Any] | None = None
-    for metrics in value.metrics.values():
-        for m in metrics:
-            if result is None:
-                result = _counters(m, _int(m, "Start"), _int(m, "Last"))
-                continue
-            _add(result, m)
-            result["Start"] = min(result["Start"], _int(m, "Start"))
-            result["Last"] = max(result["Last"], _int(m, "Last"))
-    return Scalar(result)
-
-
-def _aggregates(value: Any, args: tuple[Arg, ...], ctx: StepContext) -> Any:
-    if not isinstance(value, FlowMetrics):
-        return NotImplemented
-    seconds = DEFAULT_AGGREGATE_SECONDS
-    if args:
-        arg = args[0]
-        if len(args) > 1 or isinstance(arg, bool) or not isinstance(arg, int) or arg <= 0:
-            raise ctx.error("Aggregates parameter has to be a positive number")
-        seconds = arg
-    metrics = [m for ms in value.metrics.values() for m in ms]
-    try:
-        aggregated = aggregate(metrics, seconds * 1000)
-    except ValueError as exc:
-        raise ctx.error(str(exc)) from exc
-    return FlowMetrics({"Aggregated": aggregated})
-
-
-def _int(m: dict[str, Any], key: str) -> int:
-    v = m.get(key, 0)
-    return v if isinstance(v, int) and not isinstance(v, bool) else 0
-
-
-def _counters(m: dict[str, Any], start: int, last: int) -> dict[str, Any]:
-    out: dict[str, Any] = {k: _int(m, k) for k in _COUNTERS}
-    out.update(Start=start, Last=last, RTT=0)
     return out
-
-
-def _add(total: dict[str, Any], m: dict[str, Any]) -> None:
-    for k in _COUNTERS:
-        total[k] += _int(m, k)
-
-
-def _is_zero(m: dict[str, Any]) -> bool:
-    return all(_int(m, k) == 0 for k in _COUNTERS)
-
-
-def _split(m: dict[str, Any], cut: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-    """``m`` cut at time ``cut``: the part before and the part after, pro rata of time."""
-    start, last = _int(m, "Start"), _int(m, "Last")
-    if cut <= start:
-        return None, m
-    if cut >= last or start == last:
-        return m, None
-    ratio = (cut - start) / (last - start)
-    before = {k: int(_int(m, k) * ratio) for k in _COUNTERS}
-    before.update(Start=start, Last=cut, RTT=0)
-    after = {k: _int(m, k) - before[k] for k in _COUNTERS}
-    after.update(Start=cut, Last=last, RTT=0)
-    return before, after
-
-
-def aggregate(metrics: list[dict[str, Any]], slice_ms: int) -> list[dict[str, Any]]:
-    """Skydive's ``Aggregates``: ``metrics`` added into slices ``[lo, lo + slice_ms)`` from
-    the first Start to the last Last, each metric split pro rata of time; empty slices are
-    left out. Unlike Skydive, a metric starting exactly at the last Last (a one-packet flow,
-    say) is counted, in a last slice, rather than dropped.
-
-    Raises ``ValueError`` beyond :data:`MAX_AGGREGATE_SLICES` slices."""
-    if slice_ms <= 0:
-        raise ValueError("the slice length must be positive")
-    if not metrics:
-        return []
-    first = min(_int(m, "Start") for m in metrics)
-    end = max(_int(m, "Last") for m in metrics)
-    steps = (end - first) // slice_ms + 1
-    if steps > MAX_AGGREGATE_SLICES:
-        raise ValueError(f"Aggregates available slices exceeded: {steps}/{MAX_AGGREGATE_SLICES}")
-    slices: list[dict[str, Any] | None] = [None] * steps
-    for metric in metrics:
-        rest = metric
-        for j in range(steps):
-            lo = first + j * slice_ms
-            hi = lo + slice_ms
-            _, part = _split(rest, lo)
-            if part is None or _is_zero(part):
-                break
-            inside, after = _split(part, hi)
-            if inside is not None and _is_zero(inside) and lo <= _int(rest, "Start") < hi:
-                inside, after = rest, None  # too small to split: all of it goes here
-            if inside is None:
-                continue
-            slot = slices[j]
-            if slot is None:
-                slices[j] = _counters(inside, lo, min(hi, end))
-            else:
-                _add(slot, inside)
-            if after is None or _is_zero(after):
-                break
-            rest = after
-    return [s for s in slices if s is not None]
 
 
 # -- registry ----------------------------------------------------------------------------------
 
 
-def build_flow_registry(store: FlowStore, registry: StepRegistry | None = None) -> StepRegistry:
-    """A registry (new, or ``registry``) with the flow steps over ``store``."""
+def build_flow_registry(
+    store: FlowStore,
+    registry: StepRegistry | None = None,
+    *,
+    backend: FlowBackend | None = None,
+    topology: RevisionSource | None = None,
+    flow_expire_ms: int = DEFAULT_FLOW_EXPIRE_MS,
+) -> StepRegistry:
+    """A registry (new, or ``registry``) with the flow steps: live over ``store``; in a
+    time-travel window over ``backend`` (flows and their metric history) and ``topology``
+    (the node revisions interface metrics come from). Without them, flows and interface
+    metrics in the past are a ``QueryError``. ``flow_expire_ms``: the analyzer's
+    ``flow.expire``, how long before a window a flow's last packet may be."""
     reg = registry if registry is not None else StepRegistry()
-    reg.register("Flows", flows_step(store))
+    reg.register("Flows", flows_step(store, backend, flow_expire_ms=flow_expire_ms))
     for name in ("Hops", "CaptureNode", "Nodes", "In", "Out", "Both"):
         reg.register(name, _node_step(name.upper()))
     reg.register("Node", _node_step("CAPTURENODE"))
-    reg.register("Metrics", _metrics)
-    reg.register("Aggregates", _aggregates)
+    reg.register("Metrics", metrics_step(backend, topology))
+    reg.register("Aggregates", step_aggregates)
     reg.register("Dedup", _dedup)
     reg.register("Sort", _sort)
     reg.register("Sum", _sum)

@@ -32,7 +32,6 @@ from typing import Any
 
 from pyskydive.analyzer.hub import AgentSession, Hub
 from pyskydive.analyzer.rules import query_node_ids
-from pyskydive.analyzer.store import ResourceStore
 from pyskydive.errors import SkydiveError
 from pyskydive.flow.captures import default_type, supports
 from pyskydive.graph import BaseListener, Edge, Graph, Node, Op
@@ -40,6 +39,7 @@ from pyskydive.graph import messages as wire
 from pyskydive.gremlin import NodeList, run
 from pyskydive.gremlin.probepath import capture_query
 from pyskydive.gremlin.values import to_wire
+from pyskydive.storage.base import ResourceBackend
 
 __all__ = ["CAPTURE_SET", "ONDEMAND_NS", "OnDemand", "capture_nodes"]
 
@@ -61,7 +61,7 @@ def capture_nodes(capture: dict[str, Any], graph: Graph) -> list[Node]:
 
 
 class OnDemand(BaseListener):
-    def __init__(self, graph: Graph, hub: Hub, store: ResourceStore) -> None:
+    def __init__(self, graph: Graph, hub: Hub, store: ResourceBackend) -> None:
         self.graph = graph
         self.hub = hub
         self.store = store

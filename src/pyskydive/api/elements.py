@@ -20,11 +20,11 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from pyskydive.analyzer.store import ResourceStore
 from pyskydive.api.jsonpatch import apply_patch, parse_pointer
 from pyskydive.errors import MessageError
 from pyskydive.graph import BaseListener, Edge, Graph, Node
 from pyskydive.graph import messages as wire
+from pyskydive.storage.base import ResourceBackend
 
 __all__ = ["ApiElements", "Conflict", "NotFound"]
 
@@ -48,7 +48,7 @@ class ApiElements(BaseListener):
     def __init__(
         self,
         graph: Graph,
-        store: ResourceStore,
+        store: ResourceBackend,
         origin: str,
         transient_keys: Callable[[str], set[str]] = lambda element_id: set(),
     ) -> None:
@@ -152,7 +152,7 @@ class ApiElements(BaseListener):
             self.graph.replace_node_metadata(element, metadata)
         else:
             self.graph.replace_edge_metadata(element, metadata)
-        if (kind, element_id) in self.store:
+        if self.store.get(kind, element_id) is not None:
             stored = element.to_wire()
             skip = self.transient_keys(element_id) if kind == NODE else set()
             stored["Metadata"] = {k: v for k, v in metadata.items() if k not in skip}

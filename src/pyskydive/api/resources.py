@@ -32,13 +32,13 @@ from starlette.routing import Route
 
 from pyskydive.analyzer.ondemand import capture_nodes
 from pyskydive.analyzer.rules import RuleEngine
-from pyskydive.analyzer.store import ResourceStore
 from pyskydive.api.elements import ApiElements, Conflict, NotFound
 from pyskydive.api.jsonpatch import apply_patch
 from pyskydive.errors import MessageError, SkydiveError
 from pyskydive.flow.captures import CAPTURE_TYPES, unsupported_reason
 from pyskydive.gremlin.probepath import capture_query
 from pyskydive.protocols.bpf import BPFError, compile_filter
+from pyskydive.storage.base import ResourceBackend
 
 __all__ = [
     "KINDS",
@@ -193,7 +193,7 @@ def _now_rfc3339() -> str:
 class ResourceContext:
     """What the resource routes need of the analyzer."""
 
-    store: ResourceStore
+    store: ResourceBackend
     rules: RuleEngine
     elements: ApiElements
     #: Called when a capture is created, edited or deleted (on-demand captures re-place).
@@ -207,6 +207,25 @@ def restore_resources(rc: ResourceContext) -> None:
         rc.rules.add_node_rule(rule)
     for rule in rc.store.list("edgerule").values():
         rc.rules.add_edge_rule(rule)
+
+
+def resync_resources(rc: ResourceContext) -> None:
+    """The store changed behind our back (another analyzer on the same Elasticsearch): bring
+    the rules, the API nodes and edges, and the captures in line with it."""
+    for kind, armed, add, remove in (
+        ("noderule", rc.rules.node_rules, rc.rules.add_node_rule, rc.rules.remove_node_rule),
+        ("edgerule", rc.rules.edge_rules, rc.rules.add_edge_rule, rc.rules.remove_edge_rule),
+    ):
+        stored = rc.store.list(kind)
+        for rule_id in [r for r in armed if r not in stored]:
+            remove(rule_id)
+        for rule_id, rule in stored.items():
+            if armed.get(rule_id) != rule:
+                remove(rule_id)
+                add(rule)
+    rc.elements.restore()
+    if rc.captures_changed is not None:
+        rc.captures_changed()
 
 
 # -- store-backed kinds --------------------------------------------------------------------
@@ -290,7 +309,7 @@ class _StoreKind:
         resource = validate(self.kind, body)
         if not resource["UUID"]:
             resource["UUID"] = str(uuid.uuid4())
-        elif (self.kind, resource["UUID"]) in self.rc.store:
+        elif self.rc.store.get(self.kind, resource["UUID"]) is not None:
             raise ResourceError(409, f"{self.kind} {resource['UUID']} already exists")
         if self.kind == "alert":
             resource["CreateTime"] = _now_rfc3339()

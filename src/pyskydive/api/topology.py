@@ -5,8 +5,10 @@ or Graphviz DOT when the client sends ``Accept: text/vnd.graphviz``. A malformed
 query is a 400 with the position and the reason, never a 500. The query runs on the event
 loop that owns the graph (no copy, no lock), bounded by the evaluator's time limit.
 
-A query starting with ``G.At(...)``/``G.Context(...)`` (time travel) reads its window from the
-topology history in a worker thread first, then runs on the loop over the graph as it was.
+A query starting with ``G.At(...)``/``G.Context(...)`` (time travel) runs whole in a worker
+thread: it reads the topology history, then flows and metrics from storage, all of which may
+block, and works on a throwaway graph built from the history, never on the live one (see
+:mod:`pyskydive.gremlin.timetravel`), so the loop goes on serving meanwhile.
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from pyskydive.gremlin import (
     StepRegistry,
     evaluate,
     parse,
-    prefetch,
     query_window,
     to_dot,
 )
@@ -63,17 +64,17 @@ async def evaluate_query(
     *,
     timeout: float = QUERY_TIMEOUT,
 ) -> Any:
-    """Evaluate ``text`` on the loop; a time-travel window is read in a worker thread first.
+    """Evaluate ``text``: on the loop over the live graph, or, for a time-travel query, in a
+    worker thread (its reads of storage block; it never touches the live graph).
 
     Raises :class:`~pyskydive.errors.QueryError` for a bad query."""
     query = parse(text)
     now = now_ms()
-    source = history
-    if history is not None:
-        window = query_window(query, now)
-        if window is not None:
-            source = await asyncio.to_thread(prefetch, history, window)
-    return evaluate(query, graph, registry=registry, timeout=timeout, now_ms=now, history=source)
+    if query_window(query, now) is None:
+        return evaluate(query, graph, registry=registry, timeout=timeout, now_ms=now)
+    return await asyncio.to_thread(
+        evaluate, query, graph, registry=registry, timeout=timeout, now_ms=now, history=history
+    )
 
 
 async def topology_query(

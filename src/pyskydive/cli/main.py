@@ -65,7 +65,7 @@ def _setup_logging(level: str) -> None:
     )
     # Third-party chatter stays at WARNING unless we debug.
     if level != "DEBUG":
-        for noisy in ("pyroute2", "uvicorn", "websockets", "asyncio"):
+        for noisy in ("pyroute2", "uvicorn", "websockets", "asyncio", "elastic_transport"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

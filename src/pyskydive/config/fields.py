@@ -24,6 +24,8 @@ __all__ = [
     "NonEmptyStr",
     "ProbeList",
     "Seconds",
+    "SecondsOrZero",
+    "StringList",
     "closest",
 ]
 
@@ -42,8 +44,8 @@ _LEVELS: dict[str, LogLevelName] = {
     "ERROR": "ERROR",
     "CRITICAL": "CRITICAL",
 }
-_DURATION_RE = re.compile(r"(\d+)\s*([smh]?)")
-_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600}
+_DURATION_RE = re.compile(r"(\d+)\s*([smhd]?)")
+_UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _LIST_SEP_RE = re.compile(r"[,\s]+")
 
 
@@ -80,8 +82,8 @@ def _no_duplicates(names: list[str]) -> list[str]:
     return names
 
 
-def _parse_seconds(value: object) -> int:
-    """A whole number of seconds >= 1: ``30``, ``"30"``, ``"30s"``, ``"5m"``, ``"1h"``."""
+def _parse_seconds(value: object, minimum: int = 1) -> int:
+    """A whole number of seconds >= 1: ``30``, ``"30"``, ``"30s"``, ``"5m"``, ``"1h"``, ``"7d"``."""
     seconds: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         seconds = value
@@ -89,9 +91,14 @@ def _parse_seconds(value: object) -> int:
         match = _DURATION_RE.fullmatch(value.strip())
         if match:
             seconds = int(match[1]) * _UNIT_SECONDS[match[2]]
-    if seconds is None or seconds < 1:
-        raise ValueError(f"expected an integer number of seconds >= 1, got {value!r}")
+    if seconds is None or seconds < minimum:
+        raise ValueError(f"expected an integer number of seconds >= {minimum}, got {value!r}")
     return seconds
+
+
+def _parse_seconds_or_zero(value: object) -> int:
+    """As :func:`_parse_seconds`, 0 accepted (it means "no limit")."""
+    return _parse_seconds(value, minimum=0)
 
 
 def _parse_level(value: object) -> LogLevelName:
@@ -105,6 +112,8 @@ def _parse_level(value: object) -> LogLevelName:
 
 NonEmptyStr = Annotated[str, Field(min_length=1)]
 Seconds = Annotated[int, PlainValidator(_parse_seconds)]
+SecondsOrZero = Annotated[int, PlainValidator(_parse_seconds_or_zero)]
+StringList = Annotated[list[NonEmptyStr], BeforeValidator(_split_list)]
 LogLevel = Annotated[LogLevelName, PlainValidator(_parse_level)]
 AddressList = Annotated[list[Address], BeforeValidator(_split_list)]
 ProbeList = Annotated[

@@ -12,14 +12,24 @@ the only step needed to add a key.
 
 from __future__ import annotations
 
+import os
 import socket
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from pyskydive.config.address import Address
-from pyskydive.config.fields import AddressList, LogLevel, NonEmptyStr, ProbeList, Seconds
+from pyskydive.config.fields import (
+    AddressList,
+    LogLevel,
+    NonEmptyStr,
+    ProbeList,
+    Seconds,
+    SecondsOrZero,
+    StringList,
+)
 
 __all__ = [
     "AgentAuthConfig",
@@ -39,6 +49,7 @@ __all__ = [
     "OvsConfig",
     "PcapSocketConfig",
     "SflowCollectorConfig",
+    "StorageBackendConfig",
     "TLSConfig",
     "TopologyConfig",
 ]
@@ -251,14 +262,119 @@ class AgentConfig(_Section):
     auth: AgentAuthConfig = Field(default_factory=AgentAuthConfig)
 
 
+def default_data_dir() -> str:
+    """``/var/lib/skydive`` for root; ``$XDG_DATA_HOME/skydive`` (``~/.local/share/skydive``)
+    for other users, who cannot write under /var/lib."""
+    if os.geteuid() == 0:
+        return "/var/lib/skydive"
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "skydive")
+
+
+#: The storage entry that always exists, whether or not ``storage`` defines it: the embedded
+#: store in ``analyzer.data_dir``.
+EMBEDDED = "embedded"
+
+
+class AnalyzerStorageUse(_Section):
+    """``analyzer.topology`` / ``analyzer.flow``: which storage entry keeps the history."""
+
+    #: Name of a ``storage`` entry ("embedded" always exists).
+    backend: NonEmptyStr = EMBEDDED
+    #: Writes (revisions or flow updates) buffered while the backend is slow or down; beyond
+    #: it the oldest are dropped and counted in /api/status.
+    max_buffer_size: int = Field(default=500_000, ge=1)
+
+
 class AnalyzerConfig(_Section):
     """``analyzer``: the process that aggregates agents and serves the API and UI."""
 
     listen: Address = Address("127.0.0.1", 8082)
     auth: AnalyzerAuthConfig = Field(default_factory=AnalyzerAuthConfig)
-    #: Directory of the analyzer's embedded store (API resources, API-created nodes and edges),
-    #: created on the first write.
-    data_dir: NonEmptyStr = "/var/lib/skydive"
+    #: Directory of the default embedded store (topology history, flows, API resources).
+    data_dir: NonEmptyStr = Field(default_factory=default_data_dir)
+    topology: AnalyzerStorageUse = Field(default_factory=AnalyzerStorageUse)
+    flow: AnalyzerStorageUse = Field(default_factory=AnalyzerStorageUse)
+
+
+_EMBEDDED_KEYS = frozenset({"driver", "path", "max_age", "max_flows"})
+_ES_KEYS = frozenset(
+    {
+        "driver",
+        "hosts",
+        "index_prefix",
+        "username",
+        "password",
+        "ca_cert",
+        "ssl_insecure",
+        "index_entries_limit",
+        "index_age_limit",
+        "indices_to_keep",
+        "bulk_maxdelay",
+        "total_fields_limit",
+    }
+)
+
+
+class StorageBackendConfig(_Section):
+    """``storage.<name>``: one named storage backend (DESIGN.md §2.6).
+
+    ``driver: embedded`` keeps everything in a local directory (``path``, default
+    ``analyzer.data_dir``); ``driver: elasticsearch`` in an Elasticsearch cluster. Options of
+    the other driver are refused, so a misplaced key is not silently ignored.
+    """
+
+    driver: Literal["embedded", "elasticsearch"]
+    # -- embedded --
+    path: str | None = None
+    #: Flows, metric history and closed topology revisions older than this are deleted
+    #: (seconds; 0: kept until max_flows).
+    max_age: SecondsOrZero = 0
+    #: Most flows kept (the most recent); 0: no limit.
+    max_flows: int = Field(default=0, ge=0)
+    # -- elasticsearch --
+    hosts: StringList = Field(default_factory=lambda: ["http://127.0.0.1:9200"])
+    index_prefix: str = Field(default="skydive_", pattern=r"^[a-z0-9][a-z0-9_.-]*$")
+    username: str = ""
+    password: str = ""
+    ca_cert: str | None = None
+    ssl_insecure: bool = False
+    index_entries_limit: int = Field(default=0, ge=0)
+    index_age_limit: SecondsOrZero = 0
+    indices_to_keep: int = Field(default=0, ge=0)
+    bulk_maxdelay: float = Field(default=1.0, gt=0, le=300)
+    total_fields_limit: int = Field(default=1000, ge=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text_and_driver_keys(cls, data: Any) -> Any:
+        # SKYDIVE_STORAGE_<NAME>='{driver: elasticsearch, hosts: ...}': a YAML mapping.
+        if isinstance(data, str):
+            try:
+                parsed = yaml.safe_load(data)
+            except yaml.YAMLError:
+                return data
+            data = parsed if isinstance(parsed, dict) else data
+        if isinstance(data, dict):
+            if "host" in data and "hosts" not in data:  # Skydive's single "host: HOST:PORT"
+                data = {**data, "hosts": data["host"]}
+                del data["host"]
+            driver = data.get("driver")
+            allowed = {"embedded": _EMBEDDED_KEYS, "elasticsearch": _ES_KEYS}.get(
+                driver if isinstance(driver, str) else ""
+            )
+            if allowed is not None:
+                for key in data:
+                    if isinstance(key, str) and key not in allowed and key in cls.model_fields:
+                        raise ValueError(f"{key}: not an option of driver {driver}")
+        return data
+
+    @field_validator("hosts")
+    @classmethod
+    def _urls(cls, hosts: list[str]) -> list[str]:
+        if not hosts:
+            raise ValueError("at least one host")
+        return [h if "://" in h else f"http://{h}" for h in hosts]
 
 
 class OvsConfig(_Section):
@@ -298,11 +414,31 @@ class Config(_Section):
     flow: FlowConfig = Field(default_factory=FlowConfig)
     auth: dict[str, AuthBackendConfig] = Field(default_factory=dict)
     tls: TLSConfig = Field(default_factory=TLSConfig)
+    storage: dict[str, StorageBackendConfig] = Field(default_factory=dict)
 
-    @field_validator("auth", mode="before")
+    @field_validator("auth", "storage", mode="before")
     @classmethod
     def _no_backends(cls, value: Any) -> Any:
         return {} if value is None else value  # "auth:" with its children commented out
+
+    @model_validator(mode="after")
+    def _storage_backends_exist(self) -> Config:
+        for key, name in (
+            ("analyzer.topology.backend", self.analyzer.topology.backend),
+            ("analyzer.flow.backend", self.analyzer.flow.backend),
+        ):
+            if name != EMBEDDED and name not in self.storage:
+                defined = ", ".join(sorted({EMBEDDED, *self.storage}))
+                raise ValueError(f"{key}: no storage backend {name!r} (defined: {defined})")
+        return self
+
+    def storage_backend(self, name: str) -> StorageBackendConfig:
+        """The ``storage`` entry ``name``; "embedded" is the default embedded store."""
+        if name in self.storage:
+            return self.storage[name]
+        if name == EMBEDDED:
+            return StorageBackendConfig(driver="embedded")
+        raise KeyError(name)
 
     @model_validator(mode="after")
     def _auth_backends_exist(self) -> Config:

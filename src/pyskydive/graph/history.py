@@ -160,6 +160,18 @@ class MemoryHistory:
                 self._record(rev)
             self._prune(self._clock())
 
+    def close_live(self, t: int) -> None:
+        """End every current revision at ``t`` (its element then has ``DeletedAt``)."""
+        with self._lock:
+            for revs in self._by_key.values():
+                cur = revs[-1]
+                if cur.valid_to is None and cur.valid_from <= t:
+                    last = element_dict(cur.element)
+                    last["DeletedAt"] = t
+                    revs[-1] = replace(cur, element=JsonElement.of(last), valid_to=t)
+                    self._closed.append(revs[-1])
+            self._prune(self._clock())
+
     def _record(self, rev: Revision) -> None:
         revs = self._by_key.setdefault((rev.kind, rev.id), [])
         for i in range(len(revs) - 1, -1, -1):  # the closure of a current revision
@@ -218,6 +230,22 @@ class MemoryHistory:
 
     def live(self) -> tuple[Wire, Wire]:
         return self._collect(lambda revs: revs[-1] if revs[-1].valid_to is None else None)
+
+    def revisions(
+        self, kind: Literal["node", "edge"], ids: Iterable[str], start: int, end: int
+    ) -> dict[str, Wire]:
+        """Each element's revisions overlapping ``[start, end]`` (``valid_from <= end`` and
+        still current or ending after ``start``), oldest first; ``[]`` for an id with none."""
+        picked: dict[str, list[Mapping[str, Any]]] = {}
+        with self._lock:
+            for element_id in ids:
+                revs = self._by_key.get((kind, element_id), ())
+                picked[element_id] = [
+                    rev.element
+                    for rev in revs
+                    if rev.valid_from <= end and (rev.valid_to is None or rev.valid_to > start)
+                ]
+        return {i: [element_dict(e) for e in elements] for i, elements in picked.items()}
 
     def _collect(self, pick: Callable[[list[Revision]], Revision | None]) -> tuple[Wire, Wire]:
         nodes: Wire = []

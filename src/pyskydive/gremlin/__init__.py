@@ -23,7 +23,7 @@ from pyskydive.gremlin.predicates import Filter, compile_filter, field_of
 from pyskydive.gremlin.registry import StepContext, StepHandler, StepRegistry
 from pyskydive.gremlin.steps import as_edges, as_items, as_nodes
 from pyskydive.gremlin.timeforms import TimeWindow, time_window
-from pyskydive.gremlin.timetravel import HistorySource, Prefetched, prefetch, query_window
+from pyskydive.gremlin.timetravel import HistorySource, query_window
 from pyskydive.gremlin.values import (
     AllNodes,
     EdgeList,
@@ -51,7 +51,6 @@ __all__ = [
     "Keyword",
     "NodeList",
     "PathList",
-    "Prefetched",
     "Query",
     "QueryError",
     "QuerySyntaxError",
@@ -69,7 +68,6 @@ __all__ = [
     "evaluate",
     "field_of",
     "parse",
-    "prefetch",
     "query_window",
     "run",
     "time_window",

@@ -8,9 +8,12 @@ of a traversal). It reads the graph as it was from a :class:`HistorySource` (any
 traversal there; ``ctx.window`` then tells later steps (flows) which window they are in.
 Without a history the step fails with "time travel needs topology history (storage)".
 
-A history read may block (a backend on disk). A caller on an event loop resolves the window
-first with :func:`query_window`, reads it in a worker thread with :func:`prefetch`, and
-evaluates with the :class:`Prefetched` answer, so that the loop never waits on storage.
+A history read may block (a backend on disk), and so may the reads of later steps in the
+window (flows and metrics from flow storage, interface metrics from node revisions). A caller
+on an event loop therefore tells time-travel queries apart with :func:`query_window` and
+evaluates those whole in a worker thread: after ``At`` every step works on the throwaway
+graph (``ctx.graph``) and on storage, never on the live graph, which the thread only passes
+through (``At`` reads its ``host``).
 """
 
 from __future__ import annotations
@@ -28,8 +31,6 @@ __all__ = [
     "NO_HISTORY",
     "TIME_STEPS",
     "HistorySource",
-    "Prefetched",
-    "prefetch",
     "query_window",
     "read_window",
     "step_at",
@@ -57,32 +58,6 @@ def read_window(history: HistorySource, window: TimeWindow) -> tuple[Wire, Wire]
     if window.point:
         return history.graph_at(window.end)
     return history.graph_during(window.start, window.end)
-
-
-class Prefetched:
-    """A :class:`HistorySource` answering one window read beforehand."""
-
-    def __init__(self, window: TimeWindow, nodes: Wire, edges: Wire) -> None:
-        self.window = window
-        self._answer = (nodes, edges)
-
-    def graph_at(self, t: int) -> tuple[Wire, Wire]:
-        self._check(TimeWindow(t, t, point=True))
-        return self._answer
-
-    def graph_during(self, start: int, end: int) -> tuple[Wire, Wire]:
-        self._check(TimeWindow(start, end, point=False))
-        return self._answer
-
-    def _check(self, window: TimeWindow) -> None:
-        if window != self.window:  # a caller bug: evaluated with another now_ms
-            raise RuntimeError(f"prefetched {self.window}, asked for {window}")
-
-
-def prefetch(history: HistorySource, window: TimeWindow) -> Prefetched:
-    """Read ``window`` now (in a worker thread) for a later evaluation."""
-    nodes, edges = read_window(history, window)
-    return Prefetched(window, nodes, edges)
 
 
 def _window(args: tuple[Arg, ...], step: Step, now_ms: int) -> TimeWindow:

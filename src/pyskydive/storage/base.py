@@ -142,6 +142,17 @@ class TopologyBackend(Protocol):
     def live(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         """The revisions still current: what the analyzer reloads at start."""
 
+    def close_live(self, t: int) -> None:
+        """Queue the end, at ``t``, of every revision current when it is applied (before
+        anything recorded after this call): at start the analyzer archives what was live when
+        it stopped, as Skydive does, since the agents re-sync it. Never blocks."""
+
+    def revisions(
+        self, kind: Literal["node", "edge"], ids: Iterable[str], start: int, end: int
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Each element's revisions overlapping ``[start, end]`` (wire dicts, oldest first):
+        what ``Metrics()`` on nodes reads in the past (their ``LastUpdateMetric``)."""
+
 
 class FlowBackend(Protocol):
     def write_flows(self, flows: Iterable[Mapping[str, Any]]) -> None:

@@ -14,20 +14,26 @@ DuckDB (embedded, columnar, compressed) because the figures that matter are scan
 aggregations over millions of flows and bulk appends; bench/storage.py measures them.
 
 Writes never block the caller: :meth:`EmbeddedStore.write_flows` and :meth:`record` append
-to bounded in-memory queues (one for flows, one for revisions, ``queue_size`` items each);
-when a queue is full the *oldest* items are dropped and counted (``status().dropped``). One
-writer thread drains them in batches, one DuckDB transaction per batch (at most ``batch_size``
-flows: 250,000 by default, because DuckDB writes an append of at least one row group, 122,880
-rows, straight to the database file, where a smaller one goes through its WAL too: in our
-measurements that doubled the cost of a commit). A batch is staged as NDJSON in an
+to bounded in-memory queues (``queue_size`` flows, ``revision_queue_size`` revisions); when
+a queue is full the *oldest* items are dropped and counted (``status().dropped``). Flows go
+through two threads, a pipeline: the *stager* takes a batch off the queue (at most
+``batch_size`` flows, and what is queued while it works joins the batch) and serializes it
+to NDJSON (``orjson``: Python work, under the GIL) while the *writer* has DuckDB write the
+batch before it (DuckDB releases the GIL: the two overlap on two cores). Batches of 250,000
+by default, because DuckDB writes an append of at least one row group, 122,880 rows,
+straight to the database file, where a smaller one goes through its WAL too: in our
+measurements that doubled the cost of a commit. The writer writes the NDJSON to an
 anonymous in-memory file (Linux ``memfd``; ``staging=`` names another file) that DuckDB
-reads (see embedded_flows). If a batch fails for an I/O reason it goes back to the head of
-its queue and is retried after a pause (``status().connected`` is False meanwhile); if
-DuckDB rejects its content (a value of the wrong type), the batch is split in halves until
-the bad items are alone: only those are lost, counted in ``status().extra["rejected"]`` and
-logged. Reads run on their own DuckDB cursor in the calling thread and see what the writer
-has committed. One process opens a directory at a time (DuckDB locks the database file
-against other processes; a second open in this process is refused too).
+reads (see embedded_flows), and the revisions queued, one DuckDB transaction per batch. At
+most two flow batches are out of the queue (the one written, the one staged). If a batch
+fails for an I/O reason it goes back to the head of the queue (the staged one behind it,
+updates of a flow keep their order) and is retried after a pause (``status().connected`` is
+False meanwhile); if DuckDB rejects its content (a value of the wrong type), the batch is
+split in halves until the bad items are alone: only those are lost, counted in
+``status().extra["rejected"]`` and logged. Reads run on their own DuckDB cursor in the
+calling thread and see what the writer has committed. One process opens a directory at a
+time (DuckDB locks the database file against other processes; a second open in this process
+is refused too).
 
 Retention (both optional): ``max_age_ms`` deletes flows whose ``Last``, history rows whose
 ``Last`` and topology revisions whose ``valid_to`` is older than that (current revisions are
@@ -44,6 +50,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
@@ -73,6 +80,9 @@ __all__ = ["DB_FILE", "FORMAT_FILE", "FORMAT_MAGIC", "FORMAT_VERSION", "Embedded
 
 log = logging.getLogger(__name__)
 
+#: What the revision queue holds: revisions, and close_live marks in their place.
+_RevisionItem = Revision | _topo.CloseLive
+
 T = TypeVar("T")
 # A batch that fails for these is retried later; for the others, its content is bad.
 _RETRIED = (duckdb.IOException, duckdb.TransactionException, OSError)
@@ -83,13 +93,27 @@ _REJECTED = (duckdb.Error, KeyError, TypeError, ValueError)
 _open_paths: set[Path] = set()
 _open_paths_lock = threading.Lock()
 Graph = tuple[list[dict[str, Any]], list[dict[str, Any]]]
+# Flow batches taken off the queue ahead of the one the writer is writing: one, staged
+# meanwhile (so at most two batches are out of the queue).
+_PIPELINE = 1
+
+
+@dataclasses.dataclass(eq=False)  # compared by identity
+class _Batch:
+    """Flows taken off the queue; ``staged`` their NDJSON once ``ready``, in parts (None:
+    staging failed, the writer stages it again and bisects)."""
+
+    flows: list[Mapping[str, Any]]
+    staged: list[bytes] | None = None
+    ready: bool = False
 
 
 class EmbeddedStore:
     """Topology history, flows and API resources in the directory ``path`` (see the module
     docstring). Use as a context manager, or call :meth:`close`.
 
-    ``queue_size``: bound of each write queue (items); ``batch_size``: flows per transaction;
+    ``queue_size``: bound of the flow queue; ``revision_queue_size``: of the revision queue
+    (default: ``queue_size``); ``batch_size``: flows per transaction;
     ``max_age_ms``/``max_flows``: retention (None: keep everything), applied every
     ``retention_interval`` seconds; ``retry_interval``: pause after an I/O error;
     ``staging``: the file batches are staged in (default: an in-memory file).
@@ -100,6 +124,7 @@ class EmbeddedStore:
         path: str | os.PathLike[str],
         *,
         queue_size: int = 500_000,
+        revision_queue_size: int | None = None,
         batch_size: int = 250_000,
         max_age_ms: int | None = None,
         max_flows: int | None = None,
@@ -107,10 +132,13 @@ class EmbeddedStore:
         retry_interval: float = 1.0,
         staging: str | os.PathLike[str] | None = None,
     ) -> None:
-        if queue_size < 1 or batch_size < 1:
-            raise ValueError("queue_size and batch_size must be at least 1")
+        if revision_queue_size is None:
+            revision_queue_size = queue_size
+        if min(queue_size, revision_queue_size, batch_size) < 1:
+            raise ValueError("queue_size, revision_queue_size and batch_size must be at least 1")
         self.path = Path(path)
         self.queue_size = queue_size
+        self.revision_queue_size = revision_queue_size
         self.batch_size = batch_size
         self.max_age_ms = max_age_ms
         self.max_flows = max_flows
@@ -147,9 +175,13 @@ class EmbeddedStore:
 
         self._lock = threading.Condition()
         self._flows: collections.deque[Mapping[str, Any]] = collections.deque()
-        self._revisions: collections.deque[Revision] = collections.deque()
-        self._in_flight = 0
+        self._revisions: collections.deque[_RevisionItem] = collections.deque()
+        # Flow batches taken off the queue, in order: the stager serializes them, the
+        # writer takes the first one once it is staged (at most _PIPELINE of them).
+        self._pending: collections.deque[_Batch] = collections.deque()
+        self._in_flight = 0  # items taken from the queues, not yet written, rejected or put back
         self._busy = False  # the writer is working on what it took
+        self._stop_stager = False
         self._retention_now: int | None = None
         self._closing = False
         self._closed = False
@@ -158,7 +190,11 @@ class EmbeddedStore:
         self._dropped_flows = 0
         self._dropped_revisions = 0
         self._rejected = 0
+        self._stager = threading.Thread(
+            target=self._stage_run, name="embedded-store-stager", daemon=True
+        )
         self._writer = threading.Thread(target=self._run, name="embedded-store", daemon=True)
+        self._stager.start()
         self._writer.start()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -190,7 +226,13 @@ class EmbeddedStore:
         """Wait until everything queued so far is written (for tests); False on timeout."""
         deadline = time.monotonic() + timeout
         with self._lock:
-            while self._flows or self._revisions or self._busy or self._retention_now is not None:
+            while (
+                self._flows
+                or self._pending
+                or self._revisions
+                or self._busy
+                or self._retention_now is not None
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0 or not self._writer.is_alive():
                     return False
@@ -231,6 +273,11 @@ class EmbeddedStore:
     def record(self, revisions: Iterable[Revision]) -> None:
         self._enqueue(self._revisions, revisions)
 
+    def close_live(self, t: int) -> None:
+        """End at ``t`` every revision current when this is written (after what was recorded
+        before this call, before what is recorded after it)."""
+        self._enqueue(self._revisions, [_topo.CloseLive(t)])
+
     def apply_retention(self, now: int | None = None) -> None:
         """Ask the writer to apply the retention options as of ``now`` (ms; default: the
         clock) as soon as it is free; :meth:`flush` waits for it."""
@@ -238,50 +285,109 @@ class EmbeddedStore:
             self._retention_now = int(time.time() * 1000) if now is None else now
             self._lock.notify_all()
 
+    # -- the stager thread: flow batches to NDJSON, while the writer is in DuckDB ----------
+
+    def _stage_run(self) -> None:
+        """Take flow batches off the queue in order and serialize them (Python work, under
+        the GIL) while the writer thread waits on DuckDB (which releases it)."""
+        try:
+            while True:
+                with self._lock:
+                    while not self._stop_stager and not (
+                        self._flows and len(self._pending) < _PIPELINE
+                    ):
+                        self._lock.wait()
+                    if self._stop_stager:
+                        return
+                    batch = _Batch([])
+                    self._pending.append(batch)
+                self._stage(batch)
+        except BaseException as exc:  # a bug: say so in the status, then let the thread die
+            log.exception("embedded store stager stopped")
+            with self._lock:
+                self._status.connected = False
+                self._status.last_error = f"stager stopped: {one_line(exc)}"
+            raise
+
+    def _stage(self, batch: _Batch) -> None:
+        """Fill ``batch`` from the queue, serializing each part as it is taken, until the
+        queue is empty or the batch full (flows queued meanwhile join it: fewer, larger
+        transactions); then mark it ready for the writer."""
+        good: list[Mapping[str, Any]] = []
+        bad: list[Mapping[str, Any]] = []
+        parts: list[bytes] | None = []
+        while True:
+            with self._lock:
+                if batch not in self._pending:  # put back in the queue meanwhile (I/O error)
+                    return
+                room = self.batch_size - len(batch.flows)
+                if not self._flows or room <= 0:
+                    batch.flows, batch.staged, batch.ready = good, parts, True
+                    self._lock.notify_all()
+                    break
+                if len(self._flows) <= room:  # at C speed: callers wait on this lock
+                    flows = list(self._flows)
+                    self._flows.clear()
+                else:
+                    flows = [self._flows.popleft() for _ in range(room)]
+                batch.flows.extend(flows)
+                self._in_flight += len(flows)
+            ok = [f for f in flows if isinstance(f.get("UUID"), str)]
+            if len(ok) != len(flows):  # cheaper than finding them by bisection
+                bad.extend(f for f in flows if not isinstance(f.get("UUID"), str))
+            good.extend(ok)
+            if parts is not None and ok:
+                try:
+                    parts.append(_flows.stage_flows(ok))
+                except Exception:  # not lost: the writer stages the batch again, and bisects
+                    parts = None
+        if bad:
+            self._reject(ValueError("flow without a UUID string"), bad, [])
+
     # -- the writer thread -----------------------------------------------------------------
 
-    def _take(self) -> tuple[list[Mapping[str, Any]], list[Revision], int | None]:
-        """Wait for work; take one batch of each queue (under the lock)."""
+    def _take(self) -> tuple[_Batch | None, list[_RevisionItem], int | None, bool]:
+        """Wait for work; take the next staged flow batch, the revisions queued and the
+        retention to apply (under the lock). The last item is False when closed and drained."""
         with self._lock:
-            while True:
+            while not self._closed:  # closed: _run drops what is left
                 if (self.max_age_ms or self.max_flows) and time.monotonic() >= self._next_retention:
                     self._next_retention = time.monotonic() + self.retention_interval
                     self._retention_now = int(time.time() * 1000)
-                if self._flows or self._revisions or self._retention_now is not None:
+                ready = bool(self._pending) and self._pending[0].ready
+                if ready or self._revisions or self._retention_now is not None:
                     break
-                if self._closing:
-                    return [], [], None
+                if self._closing and not (self._flows or self._pending):
+                    return None, [], None, False
                 self._lock.wait(max(0.0, min(1.0, self._next_retention - time.monotonic())))
-            if len(self._flows) <= self.batch_size:  # at C speed: callers wait on this lock
-                flows = list(self._flows)
-                self._flows.clear()
-            else:
-                flows = [self._flows.popleft() for _ in range(self.batch_size)]
+            ready = not self._closed and bool(self._pending) and self._pending[0].ready
+            batch = self._pending.popleft() if ready else None
             revisions = list(self._revisions)
             self._revisions.clear()
             retention, self._retention_now = self._retention_now, None
-            self._in_flight = len(flows) + len(revisions)
+            self._in_flight += len(revisions)
             self._busy = True
-            return flows, revisions, retention
+            self._lock.notify_all()  # the stager may take the next batch
+            return batch, revisions, retention, True
 
     def _run(self) -> None:
         try:
             while True:
-                flows, revisions, retention = self._take()
-                if not (flows or revisions or retention is not None):
+                batch, revisions, retention, more = self._take()
+                if not more:
                     break  # closing and drained
                 with self._lock:
                     if self._closed:
-                        self._dropped_flows += len(self._flows) + len(flows)
+                        pending = sum(len(b.flows) for b in self._pending)
+                        self._dropped_flows += len(self._flows) + pending
+                        self._dropped_flows += len(batch.flows) if batch else 0
                         self._dropped_revisions += len(self._revisions) + len(revisions)
                         self._flows.clear()
+                        self._pending.clear()
                         self._revisions.clear()
                         break
-                bad = [f for f in flows if not isinstance(f.get("UUID"), str)]
-                if bad:  # cheaper than finding them by bisection
-                    flows = [f for f in flows if isinstance(f.get("UUID"), str)]
-                    self._reject(ValueError("flow without a UUID string"), bad, [])
-                self._write(flows, revisions, retention)
+                flows = batch.flows if batch else []
+                self._write(flows, revisions, retention, batch.staged if batch else None)
                 with self._lock:
                     self._busy = False
                     self._lock.notify_all()
@@ -295,7 +401,10 @@ class EmbeddedStore:
             with self._lock:
                 self._in_flight = 0
                 self._busy = False
+                self._pending.clear()
+                self._stop_stager = True
                 self._lock.notify_all()
+            self._stager.join()
             with self._read_lock:
                 self._read_root.close()
             self._con.close()
@@ -305,17 +414,22 @@ class EmbeddedStore:
                 _open_paths.discard(self._key)
 
     def _write(
-        self, flows: list[Mapping[str, Any]], revisions: list[Revision], retention: int | None
+        self,
+        flows: list[Mapping[str, Any]],
+        revisions: list[_RevisionItem],
+        retention: int | None,
+        staged: list[bytes] | None = None,
     ) -> None:
+        """Write in one transaction; ``staged``: the flows as NDJSON, if the stager made it."""
         try:
-            self._commit(flows, revisions, retention)
+            self._commit(flows, revisions, retention, staged)
         except _RETRIED as exc:
             self._failed(exc, flows, revisions)
             return
         except _REJECTED as exc:
             self._rollback()
             if flows and revisions:  # find the bad items: bisect
-                self._write(flows, [], None)
+                self._write(flows, [], None, staged)
                 self._write([], revisions, retention)
             elif len(flows) > 1:
                 self._write(flows[: len(flows) // 2], [], retention)
@@ -333,11 +447,15 @@ class EmbeddedStore:
             self._lock.notify_all()
 
     def _commit(
-        self, flows: list[Mapping[str, Any]], revisions: list[Revision], retention: int | None
+        self,
+        flows: list[Mapping[str, Any]],
+        revisions: list[_RevisionItem],
+        retention: int | None,
+        staged: list[bytes] | None,
     ) -> None:
         con = self._con
         con.execute("BEGIN TRANSACTION")
-        _flows.write_flow_batch(con, flows, self._staging)
+        _flows.write_flow_batch(con, flows, self._staging, staged)
         _topo.write_revision_batch(con, revisions, self._staging)
         if retention is not None:
             self._retain(retention)
@@ -348,7 +466,7 @@ class EmbeddedStore:
             self._con.execute("ROLLBACK")
 
     def _reject(
-        self, exc: BaseException, flows: list[Mapping[str, Any]], revisions: list[Revision]
+        self, exc: BaseException, flows: list[Mapping[str, Any]], revisions: list[_RevisionItem]
     ) -> None:
         message = f"{self._db_path}: {one_line(exc)}"
         log.error(
@@ -370,9 +488,11 @@ class EmbeddedStore:
             _topo.delete_old_revisions(self._con, cutoff)
 
     def _failed(
-        self, exc: BaseException, flows: list[Mapping[str, Any]], revisions: list[Revision]
+        self, exc: BaseException, flows: list[Mapping[str, Any]], revisions: list[_RevisionItem]
     ) -> None:
-        """An I/O error: put the batch back at the head of the queues and pause."""
+        """An I/O error: put the batch back at the head of the queues, the flow batches
+        taken after it behind it (their order matters: a later update of a flow wins), and
+        pause."""
         self._rollback()
         message = f"{self._db_path}: {one_line(exc)}"
         log.warning("embedded store write failed, will retry: %s", message)
@@ -380,6 +500,9 @@ class EmbeddedStore:
             self._status.last_error = message
             self._status.connected = False
             self._in_flight = 0
+            for batch in reversed(self._pending):
+                self._flows.extendleft(reversed(batch.flows))
+            self._pending.clear()
             self._flows.extendleft(reversed(flows))
             self._revisions.extendleft(reversed(revisions))
             self._trim()
@@ -393,7 +516,7 @@ class EmbeddedStore:
         for _ in range(max(0, over)):
             self._flows.popleft()
         self._dropped_flows += max(0, over)
-        over = len(self._revisions) - self.queue_size
+        over = len(self._revisions) - self.revision_queue_size
         for _ in range(max(0, over)):
             self._revisions.popleft()
         self._dropped_revisions += max(0, over)
@@ -421,6 +544,15 @@ class EmbeddedStore:
 
     def live(self) -> Graph:
         result: Graph = self._read(_topo.live)
+        return result
+
+    def revisions(
+        self, kind: str, ids: Iterable[str], start: int, end: int
+    ) -> dict[str, list[dict[str, Any]]]:
+        """Each element's revisions overlapping ``[start, end]``, oldest first."""
+        result: dict[str, list[dict[str, Any]]] = self._read(
+            _topo.revisions, kind, list(ids), start, end
+        )
         return result
 
     def query_flows(self, query: FlowQuery) -> list[dict[str, Any]]:

@@ -6,6 +6,9 @@ A revision is identified by ``(kind, id, valid_from)``: recording one that is al
 replaces it; that is how a closure (the same revision with its ``valid_to`` set) lands. A
 closure whose element is empty keeps the stored element.
 
+:class:`CloseLive` in a batch ends, at its ``t``, every revision current at that point of
+the batch (the analyzer's start: what was live when it stopped is archived).
+
 Writes are staged through an NDJSON file like the flows (see ``embedded_flows``), because
 DuckDB's ``executemany`` is too slow for a burst of thousands of revisions at start-up.
 """
@@ -13,7 +16,8 @@ DuckDB's ``executemany`` is too slow for a burst of thousands of revisions at st
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +27,13 @@ import orjson
 from pyskydive.storage.base import Revision, element_json
 
 __all__ = [
+    "CloseLive",
     "create_topology_table",
     "delete_old_revisions",
     "graph_at",
     "graph_during",
     "live",
+    "revisions",
     "write_revision_batch",
 ]
 
@@ -46,10 +52,43 @@ def create_topology_table(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class CloseLive:
+    """In a revision queue: end every current revision at ``t``."""
+
+    t: int
+
+
 def write_revision_batch(
+    con: duckdb.DuckDBPyConnection,
+    revisions: Sequence[Revision | CloseLive],
+    staging: Path,
+) -> None:
+    """Insert or replace revisions, and apply :class:`CloseLive` marks where they stand in
+    the sequence (in the caller's transaction)."""
+    segment: list[Revision] = []
+    for item in revisions:
+        if isinstance(item, CloseLive):
+            _write_revisions(con, segment, staging)
+            segment = []
+            _close_live(con, item.t)
+        else:
+            segment.append(item)
+    _write_revisions(con, segment, staging)
+
+
+def _close_live(con: duckdb.DuckDBPyConnection, t: int) -> None:
+    con.execute(
+        "UPDATE revisions SET valid_to = $t, "
+        "element = json_merge_patch(element, json_object('DeletedAt', $t))::VARCHAR "
+        "WHERE valid_to IS NULL AND valid_from <= $t",
+        {"t": t},
+    )
+
+
+def _write_revisions(
     con: duckdb.DuckDBPyConnection, revisions: Sequence[Revision], staging: Path
 ) -> None:
-    """Insert or replace revisions (in the caller's transaction)."""
     if not revisions:
         return
     latest: dict[tuple[str, str, int], Revision] = {}
@@ -123,6 +162,23 @@ def graph_during(con: duckdb.DuckDBPyConnection, start: int, end: int) -> Graph:
 
 def live(con: duckdb.DuckDBPyConnection) -> Graph:
     return _graph(con, "valid_to IS NULL", [])
+
+
+def revisions(
+    con: duckdb.DuckDBPyConnection, kind: str, ids: Iterable[str], start: int, end: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Each element's revisions overlapping ``[start, end]``, oldest first (``[]`` if none)."""
+    out: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    if not out:
+        return out
+    rows = con.execute(
+        "SELECT id, element FROM revisions WHERE kind = ? AND list_contains(?, id) "
+        "AND valid_from <= ? AND (valid_to IS NULL OR valid_to > ?) ORDER BY id, valid_from",
+        [kind, sorted(out), end, start],
+    ).fetchall()
+    for element_id, element in rows:
+        out[element_id].append(orjson.loads(element))
+    return out
 
 
 def delete_old_revisions(con: duckdb.DuckDBPyConnection, cutoff: int) -> None:

@@ -19,6 +19,7 @@ from pyskydive.api.resources import (
     ResourceError,
     resource_routes,
     restore_resources,
+    resync_resources,
     validate,
 )
 from pyskydive.errors import QueryError
@@ -339,3 +340,47 @@ def test_keys_merged_by_rules_are_not_persisted_with_an_api_node(api: Api, tmp_p
     stored = api.rc.store.get("node", "n")
     assert stored is not None
     assert stored["Metadata"] == {"Name": "n", "Type": "d", "Own": 2}
+
+
+def test_resync_follows_rules_and_captures_changed_behind_our_back(tmp_path: Path) -> None:
+    """What an analyzer does when its store tells of another analyzer's changes."""
+    ours = Api(tmp_path)
+    ours.graph.add_node("x", {"Name": "x", "Type": "device"}, origin="agent.a")
+    other = ResourceStore(tmp_path)  # the other analyzer, writing to the shared store
+    told: list[str] = []
+    ours.rc.captures_changed = lambda: told.append("captures")
+    # ours reads through its own store object: make it see the other's writes
+    ours.rc.store = other
+    ours.rc.elements.store = other
+
+    other.put(
+        "noderule",
+        "r1",
+        {"UUID": "r1", "Action": "update", "Query": "G.V()x", "Metadata": {"A": 1}},
+    )
+    other.put(
+        "node",
+        "api1",
+        {
+            "ID": "api1",
+            "Metadata": {"Name": "sw1", "Type": "switch"},
+            "Host": "h",
+            "Origin": "analyzer.h",
+        },
+    )
+    resync_resources(ours.rc)
+    assert ours.graph.nodes["x"].metadata["A"] == 1
+    assert ours.graph.nodes["api1"].metadata["Name"] == "sw1"
+    assert told == ["captures"]
+
+    changed = other.get("noderule", "r1")
+    assert changed is not None
+    other.put("noderule", "r1", {**changed, "Metadata": {"B": 2}})
+    resync_resources(ours.rc)
+    assert "A" not in ours.graph.nodes["x"].metadata
+    assert ours.graph.nodes["x"].metadata["B"] == 2
+
+    other.delete("noderule", "r1")
+    resync_resources(ours.rc)
+    assert "B" not in ours.graph.nodes["x"].metadata
+    assert ours.rc.rules.node_rules == {}

@@ -266,3 +266,20 @@ def test_graph_from_wire_skips_dangling_edges_and_rejects_bad_elements() -> None
         graph_from_wire([{**node, "DeletedAt": "yesterday"}], [], host="h")
     with pytest.raises(MessageError, match="no ID"):
         graph_from_wire([{"Metadata": {}}], [], host="h")
+
+
+def test_close_live_ends_what_is_current(clock: Clock, history: MemoryHistory) -> None:
+    t0 = clock()
+    history.record(
+        [
+            Revision("node", "a", {"ID": "a", "Metadata": {}}, t0),
+            Revision("node", "b", {"ID": "b", "Metadata": {}}, t0, t0 + 5),
+        ]
+    )
+    history.close_live(t0 + 10)
+    assert history.live() == ([], [])
+    [a] = history.graph_at(t0 + 9)[0]  # its last revision, which knows when it ended
+    assert a["ID"] == "a" and a["DeletedAt"] == t0 + 10
+    assert history.graph_at(t0 + 10) == ([], [])
+    [a_last] = [n for n in history.graph_during(t0, t0 + 20)[0] if n["ID"] == "a"]
+    assert a_last["DeletedAt"] == t0 + 10

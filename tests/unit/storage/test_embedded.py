@@ -161,6 +161,38 @@ def test_two_updates_of_a_flow_in_one_batch(store: EmbeddedStore) -> None:
     assert [m["ABBytes"] for m in store.metrics(["u1"], 0, 100)["u1"]] == [5, 3]
 
 
+def test_interleaved_updates_in_a_large_batch_keep_the_last(store: EmbeddedStore) -> None:
+    # Large enough for DuckDB to read the staged batch in several parallel chunks: the last
+    # update of each UUID in the batch must still win.
+    n = 10_000
+    batch = [flow(f"u{i}", i, i + 10 * k, k, 1) for k in range(1, 4) for i in range(n)]
+    store.write_flows(batch)
+    store.write_flows([flow("u7", 7, 99, 9, 1)])  # and across batches
+    assert store.flush()
+    flows = store.query_flows(FlowQuery(0, 10**9))
+    assert len(flows) == n
+    assert [f["Last"] for f in flows[:8]] == [30, 31, 32, 33, 34, 35, 36, 99]
+    assert store.sql("SELECT count(*), count(DISTINCT UUID) FROM flows") == [(n, n)]
+    assert store.sql("SELECT count(*) FROM metrics") == [(3 * n + 1,)]
+
+
+def test_updates_keep_their_order_across_an_io_failure(tmp_path: Path) -> None:
+    blocker = tmp_path / "staging"
+    blocker.mkdir()
+    store = EmbeddedStore(tmp_path / "s", batch_size=1, retry_interval=0.02, staging=blocker)
+    for k in range(1, 6):  # one batch each, several of them staged ahead of the writer
+        store.write_flows([flow("u1", 0, 10 * k, k, 1)])
+    deadline = time.monotonic() + 30
+    while store.status().connected and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert store.status().queued == 5
+    blocker.rmdir()
+    assert store.flush()
+    assert [f["Last"] for f in store.query_flows(FlowQuery(0, 100))] == [50]
+    assert len(store.metrics(["u1"], 0, 100)["u1"]) == 5
+    store.close()
+
+
 def test_query_window_and_filters(store: EmbeddedStore) -> None:
     store.write_flows(
         [
@@ -199,6 +231,14 @@ def test_bad_flow_is_rejected_alone_and_counted(store: EmbeddedStore) -> None:
     status = store.status()
     assert status.extra["rejected"] == 1
     assert "soon" in status.last_error or status.last_error
+
+
+def test_unserializable_flow_is_rejected_alone(store: EmbeddedStore) -> None:
+    store.write_flows([flow("good1", 0, 10, 1, 1), flow("bad", 0, 10, 1, 1, Custom={1, 2})])
+    store.write_flows([flow("good2", 0, 10, 1, 1)])
+    assert store.flush()
+    assert [f["UUID"] for f in store.query_flows(FlowQuery(0, 10))] == ["good1", "good2"]
+    assert store.status().extra["rejected"] == 1
 
 
 def test_flows_without_uuid_are_rejected_without_the_others(store: EmbeddedStore) -> None:
@@ -245,6 +285,21 @@ def test_full_queue_drops_the_oldest_and_counts(tmp_path: Path) -> None:
     status = store.status()
     assert (status.queued, status.written, status.dropped) == (0, 6, 3)
     store.close()
+
+
+def test_flow_and_revision_queues_have_their_own_bounds(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "s", queue_size=4, revision_queue_size=2)
+    with store._lock:  # hold the writer so that the queues fill up
+        store.write_flows([flow(f"u{i}", i, i + 1, 1, 1) for i in range(5)])
+        store.record([Revision("node", f"n{i}", node(f"n{i}"), i) for i in range(4)])
+        status = store.status()
+    assert (status.extra["dropped_flows"], status.extra["dropped_revisions"]) == (1, 2)
+    assert store.flush()
+    assert len(store.query_flows(FlowQuery(0, 100))) == 4
+    assert ids(store.live()[0]) == ["n2", "n3"]
+    store.close()
+    with pytest.raises(ValueError, match="revision_queue_size"):
+        EmbeddedStore(tmp_path / "t", revision_queue_size=0)
 
 
 def test_io_failure_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -34,6 +35,8 @@ def skydive(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     """Run ``skydive ARGS`` to completion with no SKYDIVE_* variable but those in ``env``."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SKYDIVE_")}
     clean["PYTHONPATH"] = str(ROOT / "src")
+    # never the real /var/lib/skydive: a fresh data directory per run
+    clean["SKYDIVE_ANALYZER_DATA_DIR"] = tempfile.mkdtemp(prefix="skt-cli-data-")
     clean.update(env or {})
     return subprocess.run(
         [sys.executable, "-m", "pyskydive.cli.main", *args],

@@ -343,9 +343,10 @@ def test_topology_history(store: Any) -> None:
     store.record([Revision("node", "n3", n3, T0 + 600)])
     assert store.flush(60)
     assert store.live() == ([n3], [])
-    assert store.graph_at(T0 + 499) == ([n1b], [])
+    n1b_closed = {**n1b, "DeletedAt": T0 + 500}  # as a deletion at that time would give it
+    assert store.graph_at(T0 + 499) == ([n1b_closed], [])
     assert store.graph_at(T0 + 550) == ([], [])
-    assert store.revisions("node", ["n1"], T0, T0 + 10**6) == {"n1": [n1a, n1b]}
+    assert store.revisions("node", ["n1"], T0, T0 + 10**6) == {"n1": [n1a, n1b_closed]}
 
 
 def test_unindexable_element_is_kept(store: Any) -> None:

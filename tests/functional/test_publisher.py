@@ -13,7 +13,9 @@ from websockets.exceptions import InvalidStatus
 
 @pytest.fixture
 def port(cluster: Cluster, tmp_path: Path) -> int:
-    analyzer = cluster.spawn("analyzer", extra={"SKYDIVE_ANALYZER_DATA_DIR": str(tmp_path)})
+    analyzer = cluster.spawn(
+        "analyzer", extra={"SKYDIVE_ANALYZER_DATA_DIR": str(tmp_path / "data")}
+    )
     wait_for("the analyzer API", lambda: api_up(analyzer.analyzer_port), timeout=20)
     return analyzer.analyzer_port
 

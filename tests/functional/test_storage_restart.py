@@ -172,7 +172,7 @@ def test_elasticsearch_stopped_during_ingest_loses_nothing(
     start_agent(cluster, analyzer)
     wait_for("storage written", lambda: storage_idle(port), timeout=30)
 
-    es_node.kill()
+    es_node.stop()  # down during ingest
     try:
         veths = [kernel.link_name() for _ in range(3)]
         for veth in veths:
@@ -195,8 +195,14 @@ def test_elasticsearch_stopped_during_ingest_loses_nothing(
 
     wait_for("the backlog written", lambda: storage_idle(port), timeout=90)
     assert status(port)["Storage"]["Topology"]["Dropped"] == 0
-    past = gremlin(port, f"G.At({seen_at}).V().Has('Type', 'veth').Values('Name')")
-    assert set(veths) <= set(past)
+    wait_for(  # written, and searchable after the index's next refresh
+        "the veths made while Elasticsearch was down, in history",
+        lambda: (
+            set(veths)
+            <= set(gremlin(port, f"G.At({seen_at}).V().Has('Type', 'veth').Values('Name')"))
+        ),
+        timeout=30,
+    )
     wait_for(
         "the pcap's flows in history",
         lambda: gremlin(port, f"G.At({PCAP_WINDOW}).Flows().Count()") == 3,

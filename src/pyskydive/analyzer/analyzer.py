@@ -125,7 +125,7 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
         host, port = server.address
         await stack.enter_async_context(FlowUDPServer(host, port, flows, flow_ingest))
         await stack.enter_async_context(ondemand)
-        log.info("analyzer %s started", config.host_id)
+        log.info("analyzer %s started; %s", config.host_id, storage.describe())
         yield Analyzer(config, graph, hub, server, flows, ondemand, storage)
 
 

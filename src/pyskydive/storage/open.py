@@ -79,6 +79,15 @@ class Storage:
     def resources(self) -> Store:
         return self.topology
 
+    def describe(self) -> str:
+        """One line for the start-up log: which backend keeps what, and where."""
+        parts = []
+        for role, store in (("topology", self.topology), ("flows", self.flows)):
+            extra = store.status().extra
+            where = extra.get("path") or ", ".join(extra.get("hosts") or ())
+            parts.append(f"{role} in {self.names.get(role.title(), '?')} ({where})")
+        return "storage: " + "; ".join(parts)
+
     def stores(self) -> list[Store]:
         """Each distinct store once."""
         return [self.topology] if self.flows is self.topology else [self.topology, self.flows]
@@ -125,7 +134,6 @@ def _open_one(config: Config, name: str, entry: StorageBackendConfig) -> Store:
         from pyskydive.storage.embedded import EmbeddedStore
 
         path = Path(entry.path or config.analyzer.data_dir).expanduser()
-        log.info("storage %s: embedded store in %s", name, path)
         return EmbeddedStore(
             path,
             queue_size=flow_buffer,
@@ -137,7 +145,6 @@ def _open_one(config: Config, name: str, entry: StorageBackendConfig) -> Store:
         from pyskydive.storage.elasticsearch import ElasticsearchStore
     except ImportError as exc:  # the client library is missing
         raise StorageError(f"storage.{name}: the elasticsearch driver needs {exc.name}") from exc
-    log.info("storage %s: Elasticsearch %s, prefix %s", name, entry.hosts, entry.index_prefix)
     return ElasticsearchStore(
         hosts=list(entry.hosts),
         index_prefix=entry.index_prefix,

@@ -1,26 +1,9 @@
 """pytest fixtures for tests against a real Elasticsearch node (tests/es/node.py).
 
-Not a conftest.py (tests/es holds no tests): a test module loads it under one fixed module name,
-so that every module that does so shares one node, and binds the fixtures it uses::
-
-    import importlib.util
-    import sys
-    from pathlib import Path
-
-    def _es_fixtures():
-        name = "pyskydive_tests_es_fixtures"
-        if name not in sys.modules:
-            path = Path(__file__).resolve().parents[1] / "es" / "conftest_es.py"
-            spec = importlib.util.spec_from_file_location(name, path)
-            assert spec is not None and spec.loader is not None
-            sys.modules[name] = module = importlib.util.module_from_spec(spec)
-            spec.loader.exec_module(module)
-        return sys.modules[name]
-
-    _es = _es_fixtures()
-    es_node = _es.es_node
-    es_prefix = _es.es_prefix
-    es_client = _es.es_client
+Not a conftest.py (tests/es holds no tests): tests/functional/es_fixtures.py loads it once,
+under one fixed module name, and tests/functional/conftest.py binds its fixtures, so that
+every functional test module shares one node by naming ``es_node``, ``es_prefix`` or
+``es_client``.
 
 Fixtures:
 

@@ -25,6 +25,10 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 import pytest
+
+# The Elasticsearch node's fixtures (es_node, es_prefix, es_client: tests/es/conftest_es.py),
+# for every functional test module; the node starts only for tests that use them.
+from es_fixtures import es_client, es_node, es_prefix  # noqa: F401
 from websockets.sync.client import ClientConnection, connect
 
 T = TypeVar("T")

@@ -7,13 +7,9 @@ the next test's fixtures to start it again.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -23,22 +19,6 @@ from pyskydive.storage.base import FlowQuery, JsonElement, Revision
 
 pytestmark = [pytest.mark.functional, pytest.mark.slow]
 
-
-def _es_fixtures() -> ModuleType:
-    name = "pyskydive_tests_es_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "es" / "conftest_es.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_es = _es_fixtures()
-es_node = _es.es_node
-es_prefix = _es.es_prefix
-es_client = _es.es_client
 
 T0 = 1_767_225_600_000
 

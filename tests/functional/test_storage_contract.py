@@ -9,33 +9,14 @@ tests close the store and open a new one on the same directory or prefix.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
 from pyskydive.storage.base import FlowQuery, Revision
 from pyskydive.storage.open import Store
-
-
-def _es_fixtures() -> ModuleType:
-    name = "pyskydive_tests_es_fixtures"
-    if name not in sys.modules:
-        path = Path(__file__).resolve().parents[1] / "es" / "conftest_es.py"
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
-_es = _es_fixtures()
-es_node = _es.es_node
-es_prefix = _es.es_prefix
 
 Opener = Callable[[], Any]
 

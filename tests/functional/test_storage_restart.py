@@ -6,12 +6,9 @@ with Elasticsearch stopped during ingest the analyzer keeps serving, reports its
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 import time
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
@@ -28,24 +25,13 @@ from conftest import (
     wait_for,
     wait_node,
 )
+from es_fixtures import load_module
 
 pytestmark = [pytest.mark.slow]
 
 
-def _load(name: str, path: Path) -> ModuleType:
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
-        sys.modules[name] = module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    return sys.modules[name]
-
-
 _TESTS = Path(__file__).resolve().parents[1]
-_es = _load("pyskydive_tests_es_fixtures", _TESTS / "es" / "conftest_es.py")
-es_node = _es.es_node
-es_prefix = _es.es_prefix
-pcap_sample = _load("pcap_sample", _TESTS / "unit" / "analyzer" / "pcap_sample.py")
+pcap_sample = load_module("pcap_sample", _TESTS / "unit" / "analyzer" / "pcap_sample.py")
 T0_MS: int = pcap_sample.T0_MS
 
 

@@ -236,3 +236,39 @@ def test_an_incompatible_elasticsearch_mapping_stops_the_analyzer_naming_the_ind
     lines = [line for line in analyzer.log().splitlines() if line.startswith("skydive: ")]
     assert len(lines) == 1 and index in lines[0] and "mapped as" in lines[0], analyzer.log()
     assert "Traceback" not in analyzer.log()
+
+
+def test_two_analyzers_on_one_elasticsearch_share_captures_and_rules(
+    cluster: Cluster, es_node: Any, es_prefix: str
+) -> None:
+    entry = {"driver": "elasticsearch", "hosts": [es_node.url], "index_prefix": es_prefix}
+    env = {
+        "SKYDIVE_STORAGE_es": json.dumps({**entry, "bulk_maxdelay": 0.1}),
+        "SKYDIVE_ANALYZER_TOPOLOGY_BACKEND": "es",
+        "SKYDIVE_ANALYZER_FLOW_BACKEND": "es",
+    }
+    first, second = start(cluster, env), start(cluster, env)
+    a, b = first.analyzer_port, second.analyzer_port
+
+    capture = {"GremlinQuery": "G.V().Has('Name', 'sktshared')", "Type": "pcap"}
+    r = httpx.post(f"http://127.0.0.1:{a}/api/capture", json=capture, timeout=10)
+    assert r.status_code == 201, r.text
+    capture_id = r.json()["UUID"]
+    rule = {"Action": "create", "Metadata": {"Name": "sktswitch", "Type": "switch"}}
+    r = httpx.post(f"http://127.0.0.1:{a}/api/noderule", json=rule, timeout=10)
+    assert r.status_code == 201, r.text
+
+    def on_second(path: str) -> dict[str, Any]:
+        got: dict[str, Any] = httpx.get(f"http://127.0.0.1:{b}{path}", timeout=10).json()
+        return got
+
+    wait_for("the capture on the second analyzer", lambda: capture_id in on_second("/api/capture"))
+    # the rule is applied there too: its node exists in the second analyzer's graph
+    wait_for("the rule's node on the second", lambda: topology(b).one(Name="sktswitch"))
+
+    r = httpx.delete(f"http://127.0.0.1:{b}/api/capture/{capture_id}", timeout=10)
+    assert r.status_code == 200, r.text
+    wait_for(
+        "the deletion seen by the first",
+        lambda: capture_id not in httpx.get(f"http://127.0.0.1:{a}/api/capture", timeout=10).json(),
+    )

@@ -55,6 +55,18 @@ __all__ = [
 ]
 
 
+def yaml_mapping(data: Any) -> Any:
+    """An environment variable's text holding a YAML mapping, as that mapping; anything
+    else as it is (validation then says what is wrong with it)."""
+    if isinstance(data, str):
+        try:
+            parsed = yaml.safe_load(data)
+        except yaml.YAMLError:
+            return data
+        return parsed if isinstance(parsed, dict) else data
+    return data
+
+
 class _Section(BaseModel):
     """Base of every section: immutable, strict about keys, lenient about scalars."""
 
@@ -120,13 +132,7 @@ class AuthBackendConfig(_Section):
     @classmethod
     def _from_text(cls, data: Any) -> Any:
         # SKYDIVE_AUTH_<NAME>='{type: basic, file: /etc/skydive/htpasswd}': a YAML mapping.
-        if isinstance(data, str):
-            try:
-                parsed = yaml.safe_load(data)
-            except yaml.YAMLError:
-                return data
-            return parsed if isinstance(parsed, dict) else data
-        return data
+        return yaml_mapping(data)
 
     @field_validator("users", "roles", mode="before")
     @classmethod
@@ -349,12 +355,7 @@ class StorageBackendConfig(_Section):
     @classmethod
     def _from_text_and_driver_keys(cls, data: Any) -> Any:
         # SKYDIVE_STORAGE_<NAME>='{driver: elasticsearch, hosts: ...}': a YAML mapping.
-        if isinstance(data, str):
-            try:
-                parsed = yaml.safe_load(data)
-            except yaml.YAMLError:
-                return data
-            data = parsed if isinstance(parsed, dict) else data
+        data = yaml_mapping(data)
         if isinstance(data, dict):
             if "host" in data and "hosts" not in data:  # Skydive's single "host: HOST:PORT"
                 data = {**data, "hosts": data["host"]}

@@ -195,31 +195,23 @@ def revision_ops(r: Revision, element: bytes, live_index: str, archive_index: st
     )
     live_id = _j(f"{r.kind}:{r.id}")
     key = f"{r.kind}:{r.id}:{r.valid_from}"
-    if r.valid_to is None:
+    if r.valid_to is None:  # the current revision: replaces the element's live document
         action = b'{"index":{"_index":' + _j(live_index) + b',"_id":' + live_id + version
-        return [
-            Op(
-                action + _topology_doc(r, element),
-                "revision",
-                action + _topology_doc(r, element, raw=True),
-                key,
-            )
-        ]
-    archive_id = _j(f"{r.kind}:{r.id}:{r.valid_from}")
-    action = b'{"index":{"_index":' + _j(archive_index) + b',"_id":' + archive_id + b"}}\n"
-    return [
+    else:  # a closed one: archived under its own id, and gone from the live index
+        archive_id = _j(key)
+        action = b'{"index":{"_index":' + _j(archive_index) + b',"_id":' + archive_id + b"}}\n"
+    ops = [
         Op(
             action + _topology_doc(r, element),
             "revision",
             action + _topology_doc(r, element, raw=True),
             key,
-        ),
-        Op(
-            b'{"delete":{"_index":' + _j(live_index) + b',"_id":' + live_id + version,
-            "delete",
-            key=key,
-        ),
+        )
     ]
+    if r.valid_to is not None:
+        delete = b'{"delete":{"_index":' + _j(live_index) + b',"_id":' + live_id + version
+        ops.append(Op(delete, "delete", key=key))
+    return ops
 
 
 def coalesce(revisions: Sequence[Revision]) -> dict[tuple[str, str, int], Revision]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,71 +53,66 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
     # -- auth (issue 3): read htpasswd files and TLS files first, so bad ones fail at once --
     auth = build_auth(config, "analyzer")
     tls = server_context(config.tls)
-    graph = Graph(host=config.host_id)
-    # -- storage (issue 6): history, flows and resources in the configured backends --
-    storage = await asyncio.to_thread(open_storage, config)
-    try:
-        live_flows = await asyncio.to_thread(_reload(storage, config))
-    except BaseException:
-        await asyncio.to_thread(storage.close)
-        raise
-    # Skydive archives what was live when the analyzer stopped: the agents re-sync it.
-    storage.topology.close_live(now_ms())
-    HistoryRecorder(storage.topology.record).attach(graph)
-    hub = Hub(graph)
-    broadcaster = Broadcaster(graph)
-    # -- resources (issue 3): in the topology backend, API nodes/edges, live rules --
-    origin = f"analyzer.{config.host_id}"
-    store = storage.resources
-    rules = RuleEngine(graph, origin)
-    resources = ResourceContext(
-        store=store,
-        rules=rules,
-        elements=ApiElements(graph, store, origin, transient_keys=rules.merged_keys),
-    )
-    restore_resources(resources)
-    # -- end resources --
-    # flows (issue 5): POST /api/pcap, agents' captures, Gremlin steps; every update is
-    # written to the flow backend (issue 6), the recent ones come back at start
-    flows = FlowStore()
-    flows.put_many(live_flows)
-    flows.add_listener(storage.flows.write_flows)
-    flow_ingest = FlowIngestStats()
-    ondemand = OnDemand(graph, hub, store)  # captures (issue 5): tell agents what to capture
-    hub.on_synced = lambda session: ondemand.changed()
-    resources.captures_changed = ondemand.changed
-    loop = asyncio.get_running_loop()
-
-    def resources_changed() -> None:  # another analyzer changed a shared resource
-        loop.call_soon_threadsafe(resync_resources, resources)
-
-    for backend in storage.stores():
-        if hasattr(backend, "on_resources_changed"):
-            backend.on_resources_changed = resources_changed
-    app = build_app(
-        ServiceContext(
-            service="analyzer",
-            host_id=config.host_id,
-            graph=graph,
-            broadcaster=broadcaster,
-            hub=hub,
-            resources=resources,  # issue 3
-            auth=auth,  # auth (issue 3)
-            flows=flows,  # flows (issue 5)
-            flow_ingest=flow_ingest,
-            gremlin_steps=build_flow_registry(  # flows (issue 5), in the past (issue 6)
-                flows,
-                backend=storage.flows,
-                topology=storage.topology,
-                flow_expire_ms=config.flow.expire * 1000,
-            ),
-            history=storage.topology,  # history (issue 6)
-            extra_status=lambda: {"Storage": storage.status()},
-        )
-    )
-    listen = config.analyzer.listen
     async with contextlib.AsyncExitStack() as stack:
-        stack.push_async_callback(_close_storage, storage)
+        graph = Graph(host=config.host_id)
+        # -- storage (issue 6): history, flows and resources in the configured backends --
+        storage = await asyncio.to_thread(open_storage, config)
+        stack.push_async_callback(_close_storage, storage)  # whatever fails after this
+        live_flows = await asyncio.to_thread(_recent_flows, storage, config.flow.expire)
+        # Skydive archives what was live when the analyzer stopped: the agents re-sync it.
+        storage.topology.close_live(now_ms())
+        HistoryRecorder(storage.topology.record).attach(graph)
+        hub = Hub(graph)
+        broadcaster = Broadcaster(graph)
+        # -- resources (issue 3): in the topology backend, API nodes/edges, live rules --
+        origin = f"analyzer.{config.host_id}"
+        store = storage.resources
+        rules = RuleEngine(graph, origin)
+        resources = ResourceContext(
+            store=store,
+            rules=rules,
+            elements=ApiElements(graph, store, origin, transient_keys=rules.merged_keys),
+        )
+        restore_resources(resources)
+        # -- end resources --
+        # flows (issue 5): POST /api/pcap, agents' captures, Gremlin steps; every update is
+        # written to the flow backend (issue 6), the recent ones come back at start
+        flows = FlowStore()
+        flows.put_many(live_flows)
+        flows.add_listener(storage.flows.write_flows)
+        flow_ingest = FlowIngestStats()
+        ondemand = OnDemand(graph, hub, store)  # captures (issue 5): tell agents what to capture
+        hub.on_synced = lambda session: ondemand.changed()
+        resources.captures_changed = ondemand.changed
+        loop = asyncio.get_running_loop()
+
+        def resources_changed() -> None:  # another analyzer changed a shared resource
+            loop.call_soon_threadsafe(resync_resources, resources)
+
+        if hasattr(store, "on_resources_changed"):  # a shared backend (Elasticsearch)
+            store.on_resources_changed = resources_changed
+        app = build_app(
+            ServiceContext(
+                service="analyzer",
+                host_id=config.host_id,
+                graph=graph,
+                broadcaster=broadcaster,
+                hub=hub,
+                resources=resources,  # issue 3
+                auth=auth,  # auth (issue 3)
+                flows=flows,  # flows (issue 5)
+                flow_ingest=flow_ingest,
+                gremlin_steps=build_flow_registry(  # flows (issue 5), in the past (issue 6)
+                    flows,
+                    backend=storage.flows,
+                    topology=storage.topology,
+                    flow_expire_ms=config.flow.expire * 1000,
+                ),
+                history=storage.topology,  # history (issue 6)
+                extra_status=lambda: {"Storage": storage.status()},
+            )
+        )
+        listen = config.analyzer.listen
         server = await stack.enter_async_context(
             HTTPServer(app, listen.host, listen.port, name="analyzer", ssl_context=tls)
         )
@@ -129,19 +124,16 @@ async def run_analyzer(config: Config) -> AsyncIterator[Analyzer]:
         yield Analyzer(config, graph, hub, server, flows, ondemand, storage)
 
 
-def _reload(storage: Storage, config: Config) -> Callable[[], list[dict[str, Any]]]:
+def _recent_flows(storage: Storage, expire_s: int) -> list[dict[str, Any]]:
     """What the analyzer takes back from its store at start: the flows updated within
     ``flow.expire`` (the agents' next updates replace them)."""
-
-    def read() -> list[dict[str, Any]]:
-        now = now_ms()
-        query = FlowQuery(now - config.flow.expire * 1000, now, limit=DEFAULT_MAX_FLOWS)
-        flows = storage.flows.query_flows(query)
-        if flows:
-            log.info("reloaded %d recent flows from storage", len(flows))
-        return flows
-
-    return read
+    now = now_ms()
+    flows = storage.flows.query_flows(
+        FlowQuery(now - expire_s * 1000, now, limit=DEFAULT_MAX_FLOWS)
+    )
+    if flows:
+        log.info("reloaded %d recent flows from storage", len(flows))
+    return flows
 
 
 async def _close_storage(storage: Storage) -> None:

@@ -40,7 +40,7 @@ from typing import Any, Literal
 from pyskydive.errors import MessageError
 from pyskydive.graph.elements import Edge, Element, Node, now_ms
 from pyskydive.graph.graph import BaseListener, Graph, Op
-from pyskydive.graph.messages import edge_from_obj, node_from_obj
+from pyskydive.graph.messages import EdgeRecord, NodeRecord, edge_from_obj, node_from_obj
 from pyskydive.storage.base import JsonElement, Revision, element_dict
 
 __all__ = ["HistoryRecorder", "MemoryHistory", "RevisionSink", "graph_from_wire"]
@@ -278,35 +278,26 @@ def graph_from_wire(
     graph = Graph(host)
     for obj in nodes:
         n = node_from_obj(obj, require_metadata=False)
-        if n.id in graph.nodes:
-            continue
-        node = graph.add_node(
-            n.id,
-            n.metadata,
-            origin=n.origin,
-            host=n.host,
-            created_at=n.created_at if n.created_at is not None else 0,
-            updated_at=n.updated_at,
-            revision=n.revision if n.revision is not None else 1,
-        )
-        node.deleted_at = _deleted_at(obj)
+        if n.id not in graph.nodes:
+            node = graph.add_node(n.id, n.metadata, **_stamps(n))
+            node.deleted_at = _deleted_at(obj)
     for obj in edges:
         e = edge_from_obj(obj, require_metadata=False)
-        if e.parent not in graph.nodes or e.child not in graph.nodes or e.id in graph.edges:
-            continue
-        edge = graph.add_edge(
-            e.id,
-            e.parent,
-            e.child,
-            e.metadata,
-            origin=e.origin,
-            host=e.host,
-            created_at=e.created_at if e.created_at is not None else 0,
-            updated_at=e.updated_at,
-            revision=e.revision if e.revision is not None else 1,
-        )
-        edge.deleted_at = _deleted_at(obj)
+        if e.parent in graph.nodes and e.child in graph.nodes and e.id not in graph.edges:
+            edge = graph.add_edge(e.id, e.parent, e.child, e.metadata, **_stamps(e))
+            edge.deleted_at = _deleted_at(obj)
     return graph
+
+
+def _stamps(rec: NodeRecord | EdgeRecord) -> dict[str, Any]:
+    """A wire record's origin, host, times and revision, as the graph's add_* take them."""
+    return {
+        "origin": rec.origin,
+        "host": rec.host,
+        "created_at": rec.created_at if rec.created_at is not None else 0,
+        "updated_at": rec.updated_at,
+        "revision": rec.revision if rec.revision is not None else 1,
+    }
 
 
 def _deleted_at(obj: Mapping[str, Any]) -> int | None:

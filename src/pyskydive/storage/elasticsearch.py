@@ -95,7 +95,7 @@ class ElasticsearchStore:
     flight; ``total_fields_limit``: ``index.mapping.total_fields.limit``; ``queue_size``,
     ``revision_queue_size``: bounds of the write queues; ``retry_interval``: first backoff;
     ``request_timeout``: seconds; ``resource_poll_interval``: seconds between polls of the
-    resources index.
+    resources index (0: none, for a store that keeps flows only).
     """
 
     def __init__(
@@ -185,7 +185,8 @@ class ElasticsearchStore:
         probe = self._client.options(request_timeout=min(5.0, request_timeout))
         try:
             self._setup(probe)
-            self._poll_resources(probe, notify=False)
+            if resource_poll_interval > 0:
+                self._poll_resources(probe, notify=False)
         except StorageError:
             self._client.close()
             raise
@@ -214,8 +215,10 @@ class ElasticsearchStore:
         )
         self._writer.ready = self._ready
         self._stop = threading.Event()
-        self._poller = threading.Thread(target=self._run_poll, name="es-resources", daemon=True)
-        self._poller.start()
+        self._poller: threading.Thread | None = None
+        if resource_poll_interval > 0:  # 0: this store does not serve the API resources
+            self._poller = threading.Thread(target=self._run_poll, name="es-resources", daemon=True)
+            self._poller.start()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -237,7 +240,8 @@ class ElasticsearchStore:
         if not drained:
             log.error("Elasticsearch store: close timed out, queued writes dropped")
         self._stop.set()
-        self._poller.join(5.0)
+        if self._poller is not None:
+            self._poller.join(5.0)
         if drained and self._ready:  # searchable by whoever opens the indices next
             self._refresh(min(5.0, max(1.0, deadline - time.monotonic())), retry=False)
         self._client.close()

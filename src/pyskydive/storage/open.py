@@ -127,7 +127,10 @@ def _camel(key: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in key.split("_"))
 
 
-def _open_one(config: Config, name: str, entry: StorageBackendConfig) -> Store:
+def _open_one(
+    config: Config, name: str, entry: StorageBackendConfig, *, resources: bool = True
+) -> Store:
+    """Open one backend; ``resources``: whether it serves the API resources too."""
     topo_buffer = config.analyzer.topology.max_buffer_size
     flow_buffer = config.analyzer.flow.max_buffer_size
     if entry.driver == "embedded":
@@ -159,6 +162,7 @@ def _open_one(config: Config, name: str, entry: StorageBackendConfig) -> Store:
         total_fields_limit=entry.total_fields_limit,
         queue_size=flow_buffer,
         revision_queue_size=topo_buffer,
+        resource_poll_interval=2.0 if resources else 0.0,
     )
 
 
@@ -171,7 +175,7 @@ def open_storage(config: Config) -> Storage:
         flows = topology
     else:
         try:
-            flows = _open_one(config, flow_name, config.storage_backend(flow_name))
+            flows = _open_one(config, flow_name, config.storage_backend(flow_name), resources=False)
         except BaseException:
             with contextlib.suppress(Exception):
                 topology.close()

@@ -231,3 +231,12 @@ def serve(state: StandIn | None = None) -> Iterator[StandIn]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+def run(capsys: Any, *argv: str) -> tuple[int, str, str]:
+    """``skydive client ARGV`` in-process (``capsys``: pytest's): exit code, stdout, stderr."""
+    from pyskydive.cli.main import main
+
+    code = main(["client", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err

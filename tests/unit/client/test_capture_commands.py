@@ -4,31 +4,13 @@ a probe path, list, and delete by ID, by probe path or by Gremlin query."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
-from client_standin import StandIn, serve
-
-from pyskydive.cli.main import main
+from client_standin import StandIn, run
 
 BR1_PATH = "*[Type=host]/br1[Type=ovsbridge]"
 BR1_QUERY = "G.V().Has('Type', 'host').Out('Name', 'br1', 'Type', 'ovsbridge')"
 ANY_ETH0 = "G.V().Has('Name', 'eth0')"
-
-
-@pytest.fixture
-def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn]:
-    for name in ("SKYDIVE_ANALYZERS", "SKYDIVE_USERNAME", "SKYDIVE_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    with serve() as state:
-        monkeypatch.setenv("SKYDIVE_ANALYZERS", state.address)
-        yield state
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["client", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def create(capsys: pytest.CaptureFixture[str], *argv: str) -> str:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from client_standin import StandIn, serve
+from client_standin import StandIn, run
 
 from pyskydive.cli.main import _parser, main
 from pyskydive.client.cli import DEFAULT_ANALYZER, UsageError, resolve_analyzer
@@ -121,21 +120,6 @@ def test_bad_addresses(option: str | None, env: dict[str, str], message: str) ->
 
 
 # -- whole commands against the stand-in ------------------------------------------------------
-
-
-@pytest.fixture
-def standin(monkeypatch: pytest.MonkeyPatch) -> Iterator[StandIn]:
-    for name in ("SKYDIVE_ANALYZERS", "SKYDIVE_USERNAME", "SKYDIVE_PASSWORD"):
-        monkeypatch.delenv(name, raising=False)
-    with serve() as state:
-        monkeypatch.setenv("SKYDIVE_ANALYZERS", state.address)
-        yield state
-
-
-def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    code = main(["client", *argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_status_table_and_json(standin: StandIn, capsys: pytest.CaptureFixture[str]) -> None:

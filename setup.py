@@ -1,8 +1,10 @@
-"""Build of the optional C extension (the rest of the metadata is in pyproject.toml).
+"""Build of the optional C extensions (the rest of the metadata is in pyproject.toml).
 
 ``pyskydive.flow._fastflow`` is the compiled hot path of the flow table (see
-``pyskydive/flow/fast.py``). It is optional: without a C compiler or the Python headers the
-install still succeeds and the pure-Python path does the same work, slower.
+``pyskydive/flow/fast.py``); ``pyskydive.storage._flowarrow`` turns flow updates into Arrow
+batches for the embedded store (see ``pyskydive/storage/embedded_flows.py``). Both are
+optional: without a C compiler or the Python headers the install still succeeds and the
+pure-Python paths do the same work, slower.
 """
 
 from setuptools import Extension, setup
@@ -19,6 +21,12 @@ setup(
             depends=["src/pyskydive/flow/_fastflow.h"],
             extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
             optional=True,
-        )
+        ),
+        Extension(
+            "pyskydive.storage._flowarrow",
+            sources=["src/pyskydive/storage/_flowarrow.c"],
+            extra_compile_args=["-O3", "-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter"],
+            optional=True,
+        ),
     ],
 )

@@ -1,7 +1,12 @@
-"""The embedded storage backend on a real DuckDB database in a temporary directory."""
+"""The embedded storage backend on a real DuckDB database in a temporary directory.
+
+The tests that write flows run with both stagings (``staging`` fixture): Arrow batches built
+by the C extension, the default, and NDJSON (``PYSKYDIVE_PURE=1``); they must store the same.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import threading
@@ -13,13 +18,29 @@ from typing import Any
 import pytest
 
 from pyskydive.errors import StorageError
+from pyskydive.storage import embedded_flows
 from pyskydive.storage.base import FlowQuery, Revision
 from pyskydive.storage.embedded import DB_FILE, FORMAT_FILE, EmbeddedStore
 
 
+@pytest.fixture(params=["arrow", "ndjson"])
+def staging(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Stores opened in the test (and in its subprocesses) stage flows this way."""
+    if request.param == "arrow":
+        if not embedded_flows.COMPILED:
+            if os.environ.get("PYSKYDIVE_REQUIRE_COMPILED") == "1":
+                pytest.fail("pyskydive.storage._flowarrow did not build or load")
+            pytest.skip("the C extension pyskydive.storage._flowarrow is not built")
+        monkeypatch.delenv("PYSKYDIVE_PURE", raising=False)
+    else:
+        monkeypatch.setenv("PYSKYDIVE_PURE", "1")
+    return str(request.param)
+
+
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[EmbeddedStore]:
+def store(tmp_path: Path, staging: str) -> Iterator[EmbeddedStore]:
     s = EmbeddedStore(tmp_path / "store")
+    assert s.compiled == (staging == "arrow")
     yield s
     s.close()
 
@@ -179,7 +200,11 @@ def test_interleaved_updates_in_a_large_batch_keep_the_last(store: EmbeddedStore
 def test_updates_keep_their_order_across_an_io_failure(tmp_path: Path) -> None:
     blocker = tmp_path / "staging"
     blocker.mkdir()
-    store = EmbeddedStore(tmp_path / "s", batch_size=1, retry_interval=0.02, staging=blocker)
+    # NDJSON staging: its file is what fails (tests/functional/test_embedded_faults.py fills
+    # the disk under both stagings)
+    store = EmbeddedStore(
+        tmp_path / "s", batch_size=1, retry_interval=0.02, staging=blocker, compiled=False
+    )
     for k in range(1, 6):  # one batch each, several of them staged ahead of the writer
         store.write_flows([flow("u1", 0, 10 * k, k, 1)])
     deadline = time.monotonic() + 30
@@ -249,7 +274,7 @@ def test_flows_without_uuid_are_rejected_without_the_others(store: EmbeddedStore
     assert "UUID" in store.status().last_error
 
 
-def test_retention_by_age_and_count(tmp_path: Path) -> None:
+def test_retention_by_age_and_count(tmp_path: Path, staging: str) -> None:
     with EmbeddedStore(tmp_path / "s", max_age_ms=1000, max_flows=2) as store:
         store.write_flows([flow(f"u{i}", i * 1000, i * 1000 + 500, 1, 1) for i in range(5)])
         store.record(
@@ -270,7 +295,7 @@ def test_retention_by_age_and_count(tmp_path: Path) -> None:
 # -- the queue --------------------------------------------------------------------------------
 
 
-def test_full_queue_drops_the_oldest_and_counts(tmp_path: Path) -> None:
+def test_full_queue_drops_the_oldest_and_counts(tmp_path: Path, staging: str) -> None:
     store = EmbeddedStore(tmp_path / "s", queue_size=3)
     with store._lock:  # hold the writer so that the queue fills up
         store.write_flows([flow(f"u{i}", i, i + 1, 1, 1) for i in range(5)])
@@ -287,7 +312,7 @@ def test_full_queue_drops_the_oldest_and_counts(tmp_path: Path) -> None:
     store.close()
 
 
-def test_flow_and_revision_queues_have_their_own_bounds(tmp_path: Path) -> None:
+def test_flow_and_revision_queues_have_their_own_bounds(tmp_path: Path, staging: str) -> None:
     store = EmbeddedStore(tmp_path / "s", queue_size=4, revision_queue_size=2)
     with store._lock:  # hold the writer so that the queues fill up
         store.write_flows([flow(f"u{i}", i, i + 1, 1, 1) for i in range(5)])
@@ -305,7 +330,7 @@ def test_flow_and_revision_queues_have_their_own_bounds(tmp_path: Path) -> None:
 def test_io_failure_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:
     blocker = tmp_path / "staging"  # a directory: the writer cannot write its staging file
     blocker.mkdir()
-    store = EmbeddedStore(tmp_path / "s", retry_interval=0.02, staging=blocker)
+    store = EmbeddedStore(tmp_path / "s", retry_interval=0.02, staging=blocker, compiled=False)
     store.write_flows([flow("u1", 0, 10, 1, 1)])
     deadline = time.monotonic() + 30
     while store.status().connected and time.monotonic() < deadline:
@@ -322,7 +347,7 @@ def test_io_failure_is_retried_and_nothing_is_lost(tmp_path: Path) -> None:
     store.close()
 
 
-def test_close_drains_and_writes_are_refused_after(tmp_path: Path) -> None:
+def test_close_drains_and_writes_are_refused_after(tmp_path: Path, staging: str) -> None:
     store = EmbeddedStore(tmp_path / "s", batch_size=10)
     store.write_flows([flow(f"u{i}", i, i + 1, 1, 1) for i in range(95)])
     assert store.close()
@@ -365,7 +390,7 @@ def test_concurrent_writer_and_reader(store: EmbeddedStore) -> None:
 # -- persistence and bad directories --------------------------------------------------------
 
 
-def test_everything_survives_a_restart(tmp_path: Path) -> None:
+def test_everything_survives_a_restart(tmp_path: Path, staging: str) -> None:
     with EmbeddedStore(tmp_path / "s") as store:
         history(store)
         store.write_flows([flow("u1", 0, 10, 1, 1)])
@@ -381,7 +406,7 @@ def test_everything_survives_a_restart(tmp_path: Path) -> None:
         assert store.delete("capture", "c1") is False
 
 
-def test_what_was_flushed_survives_a_crash(tmp_path: Path) -> None:
+def test_what_was_flushed_survives_a_crash(tmp_path: Path, staging: str) -> None:
     script = (
         "import os, sys\n"
         "from pyskydive.storage.base import Revision\n"

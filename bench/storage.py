@@ -12,7 +12,9 @@ In-process, no server, no root. One :class:`EmbeddedStore` in a temporary direct
    one while DuckDB writes the other, and a flush per batch would time that pipeline empty
    (``--window 250000``: the figure of the earlier runs, for comparison). Until 5,000,000
    distinct flows are stored (``--quick``: 500,000). The figure is µs per update (target 10,
-   i.e. 100,000 updates/s).
+   i.e. 100,000 updates/s). The store stages batches as Arrow columns when the C extension is
+   built; the same updates then go through the NDJSON fallback, into a store of their own,
+   for a second figure (``--no-ndjson`` skips it).
 2. **Top-10 talkers** over all stored flows: ``sum(Metric.ABBytes + Metric.BABytes)`` grouped
    by ``(Network.A, Network.B)``, the 10 largest. Median of 5 (after one warm-up); target 1 s.
 3. **Disk**: bytes of the directory after ``close()`` (DuckDB checkpoints on close), per
@@ -207,6 +209,47 @@ def _du(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
+def _ingest(
+    store: EmbeddedStore, target_flows: int, seed: int, window: int
+) -> tuple[int, float, list[float]]:
+    """Hand the seeded updates to ``store`` a window at a time, each timed until ``flush()``
+    returns: (updates, seconds, updates/s of each window)."""
+    gen = FlowGen(seed, target_flows)
+    updates = 0
+    ingest_s = 0.0
+    windows: list[float] = []
+    while gen.sent < target_flows:
+        batch = [gen.chunk(CHUNK) for _ in range(max(1, window // CHUNK))]
+        t = time.perf_counter()
+        for part in batch:
+            store.write_flows(part)
+        if not store.flush(600):
+            raise BenchError("the store did not drain its queue in 600 s")
+        took = time.perf_counter() - t
+        ingest_s += took
+        updates += sum(map(len, batch))
+        windows.append(sum(map(len, batch)) / took)
+    status = store.status()
+    if status.dropped or status.extra["rejected"]:
+        raise BenchError(f"updates lost during ingest: {status}")
+    return updates, ingest_s, windows
+
+
+def _ingest_result(
+    metric: str, updates: int, ingest_s: float, windows: list[float], window: int, note: str
+) -> Result:
+    return Result(
+        NAME,
+        metric,
+        1e6 * ingest_s / updates,
+        "µs/update",
+        10.0,
+        "target 100k/s",
+        f"{updates / ingest_s:,.0f} updates/s (first {window // 1000}k {windows[0]:,.0f}/s, "
+        f"last {windows[-1]:,.0f}/s), {note}",
+    )
+
+
 def run(
     *,
     quick: bool = False,
@@ -214,29 +257,15 @@ def run(
     nodes: int = 10_000,
     seed: int = SEED,
     window: int = WINDOW,
+    ndjson: bool = True,
 ) -> list[Result]:
     target_flows = flows if flows is not None else (500_000 if quick else 5_000_000)
+    results: list[Result] = []
     workdir = Path(tempfile.mkdtemp(prefix="skb-bench-storage-"))
     try:
         store = EmbeddedStore(workdir / "store", queue_size=window)
-        gen = FlowGen(seed, target_flows)
-        updates = 0
-        ingest_s = 0.0
-        windows: list[float] = []  # updates/s of each window
-        while gen.sent < target_flows:
-            batch = [gen.chunk(CHUNK) for _ in range(max(1, window // CHUNK))]
-            t = time.perf_counter()
-            for part in batch:
-                store.write_flows(part)
-            if not store.flush(600):
-                raise BenchError("the store did not drain its queue in 600 s")
-            took = time.perf_counter() - t
-            ingest_s += took
-            updates += sum(map(len, batch))
-            windows.append(sum(map(len, batch)) / took)
-        status = store.status()
-        if status.dropped or status.extra["rejected"]:
-            raise BenchError(f"updates lost during ingest: {status}")
+        staging = "Arrow batches (C)" if store.compiled else "NDJSON (no C extension)"
+        updates, ingest_s, windows = _ingest(store, target_flows, seed, window)
         top_s, top = _median_time(lambda: store.sql(TOP10))
         stored = store.sql("SELECT count(*) FROM flows")[0][0]
         history_rows = store.sql("SELECT count(*) FROM metrics")[0][0]
@@ -257,21 +286,31 @@ def run(
         if not store.close(600):
             raise BenchError("close timed out")
         disk = _du(workdir / "store")
+        shape = f"{stored:,} flows, {history_rows:,} history rows"
+        results.append(
+            _ingest_result(
+                f"flow update ingest ({'Arrow' if store.compiled else 'NDJSON'})",
+                updates,
+                ingest_s,
+                windows,
+                window,
+                f"{updates:,} updates to {stored:,} flows, staged as {staging}, seed {seed}",
+            )
+        )
+        if ndjson and store.compiled:  # the fallback path, same updates, a store of its own
+            with EmbeddedStore(workdir / "ndjson", queue_size=window, compiled=False) as pure:
+                results.append(
+                    _ingest_result(
+                        "flow update ingest (NDJSON)",
+                        *_ingest(pure, target_flows, seed, window),
+                        window,
+                        "the same updates staged as NDJSON (no C extension, PYSKYDIVE_PURE=1)",
+                    )
+                )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    rate = updates / ingest_s
-    shape = f"{stored:,} flows, {history_rows:,} history rows"
     return [
-        Result(
-            NAME,
-            "flow update ingest",
-            1e6 * ingest_s / updates,
-            "µs/update",
-            10.0,
-            "target 100k/s",
-            f"{rate:,.0f} updates/s (first {window // 1000}k {windows[0]:,.0f}/s, last "
-            f"{windows[-1]:,.0f}/s), {updates:,} updates to {stored:,} flows, seed {seed}",
-        ),
+        *results,
         Result(NAME, "top-10 talkers (median)", top_s, "s", 1.0, "target", shape),
         Result(
             NAME,
@@ -300,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=10_000, help="graph nodes (10,000)")
     parser.add_argument("--seed", type=int, default=SEED)
     parser.add_argument("--window", type=int, default=WINDOW, help="updates per flush() (500,000)")
+    parser.add_argument(
+        "--no-ndjson", action="store_true", help="skip the ingest through the NDJSON fallback"
+    )
     args = parser.parse_args(argv)
     return run_main(
         lambda: run(
@@ -308,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
             nodes=args.nodes,
             seed=args.seed,
             window=args.window,
+            ndjson=not args.no_ndjson,
         )
     )
 

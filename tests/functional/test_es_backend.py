@@ -276,6 +276,45 @@ def test_rejected_items_do_not_drop_the_batch(store: Any, caplog: pytest.LogCapt
     assert any("refused 1 items" in r.getMessage() for r in caplog.records)
 
 
+def test_a_cluster_refusing_large_requests_gets_every_flow(es_node: Any, tmp_path: Any) -> None:
+    """413 (``http.max_content_length`` here; a proxy's body limit does the same): the
+    requests are sent again in halves until the cluster takes them, nothing refused."""
+    node = type(es_node)(
+        tmp_path / "esnode",
+        settings={"http.max_content_length": "64kb"},
+        build_dir=es_node.build_dir,
+    )
+    node.start()
+    try:
+        s = _store(node, "sktsmall_")
+        try:
+            flows = [_flow(i) for i in range(2000)]  # one request of ~2 MB
+            s.write_flows(flows)
+            s.record(
+                [
+                    Revision("node", f"n{i}", {"ID": f"n{i}", "Pad": "x" * 500}, T0)
+                    for i in range(300)
+                ]
+            )
+            assert s.flush(120)
+            got = s.query_flows(FlowQuery(T0 - 1, T0 + 10**7))
+            assert {f["UUID"]: f for f in got} == {f["UUID"]: f for f in flows}
+            assert len(s.live()[0]) == 300
+            status = s.status()
+            assert status.dropped == 0 and status.extra["rejected"] == 0
+            # a single item larger than the limit is refused alone, and said so
+            s.write_flows([{**_flow(5000), "Pad": "x" * 100_000}, _flow(5001)])
+            assert s.flush(60)
+            assert [f["UUID"] for f in s.query_flows(FlowQuery(T0 + 50_000, T0 + 10**7))] == [
+                "u005001"
+            ]
+            assert s.status().extra["rejected"] == 1
+        finally:
+            s.close(30)
+    finally:
+        node.stop()
+
+
 # -- topology -------------------------------------------------------------------------------
 
 

@@ -238,7 +238,7 @@ def test_an_incompatible_elasticsearch_mapping_stops_the_analyzer_naming_the_ind
     assert "Traceback" not in analyzer.log()
 
 
-def test_two_analyzers_on_one_elasticsearch_share_captures_and_rules(
+def test_two_analyzers_on_one_elasticsearch_share_captures_rules_and_api_nodes(
     cluster: Cluster, es_node: Any, es_prefix: str
 ) -> None:
     entry = {"driver": "elasticsearch", "hosts": [es_node.url], "index_prefix": es_prefix}
@@ -272,3 +272,22 @@ def test_two_analyzers_on_one_elasticsearch_share_captures_and_rules(
         "the deletion seen by the first",
         lambda: capture_id not in httpx.get(f"http://127.0.0.1:{a}/api/capture", timeout=10).json(),
     )
+
+    # an API node: created on the first, patched on the second, deleted on the first
+    node = {"Metadata": {"Name": "sktapinode", "Type": "device"}}
+    r = httpx.post(f"http://127.0.0.1:{a}/api/node", json=node, timeout=10)
+    assert r.status_code in (200, 201), r.text
+    node_id = r.json()["ID"]
+    wait_for("the API node on the second", lambda: topology(b).one(Name="sktapinode"))
+    patch = [{"op": "add", "path": "/Metadata/Rack", "value": "r7"}]
+    r = httpx.patch(f"http://127.0.0.1:{b}/api/node/{node_id}", json=patch, timeout=10)
+    assert r.status_code == 200, r.text
+
+    def rack_on_first() -> bool:
+        found = topology(a).one(Name="sktapinode")
+        return found is not None and found["Metadata"].get("Rack") == "r7"
+
+    wait_for("the patch seen by the first", rack_on_first)
+    r = httpx.delete(f"http://127.0.0.1:{a}/api/node/{node_id}", timeout=10)
+    assert r.status_code == 200, r.text
+    wait_for("the deletion seen by the second", lambda: not topology(b).find(Name="sktapinode"))

@@ -59,16 +59,53 @@ class ApiElements(BaseListener):
         self.transient_keys = transient_keys
         self._pending: dict[str, dict[str, Any]] = {}  # stored edges waiting for their ends
         self._retry_scheduled = False
+        # the IDs of the stored elements, as of the last look at the store
+        self._stored: dict[str, set[str]] = {NODE: set(), EDGE: set()}
         graph.add_listener(self)
 
     def restore(self) -> None:
         """Add the stored nodes and edges to the graph (at start-up)."""
-        for node_id, obj in self.store.list(NODE).items():
+        nodes = self.store.list(NODE)
+        for node_id, obj in nodes.items():
             if node_id not in self.graph.nodes:
                 self._add_node(wire.node_from_obj(obj))
-        for edge_id, obj in self.store.list(EDGE).items():
+        edges = self.store.list(EDGE)
+        for edge_id, obj in edges.items():
             self._pending[edge_id] = obj
+        self._stored = {NODE: set(nodes), EDGE: set(edges)}
         self._retry_pending(None)
+
+    def resync(self) -> None:
+        """The store changed behind our back (another analyzer on the same Elasticsearch):
+        remove the elements deleted there, take the metadata patched there, and add the
+        elements created there."""
+        for kind in (EDGE, NODE):
+            stored = self.store.list(kind)
+            for element_id in self._stored[kind] - set(stored):
+                self._pending.pop(element_id, None)
+                element = self._find(kind, element_id)
+                if isinstance(element, Node):
+                    self.graph.delete_node(element)
+                elif element is not None:
+                    self.graph.delete_edge(element)
+            for element_id, obj in stored.items():
+                element = self._find(kind, element_id)
+                metadata = obj.get("Metadata")
+                if element is None or not isinstance(metadata, dict):
+                    continue
+                skip = self.transient_keys(element_id) if kind == NODE else set()
+                if metadata != {k: v for k, v in element.metadata.items() if k not in skip}:
+                    merged = {**metadata, **{k: element.metadata[k] for k in skip}}
+                    if isinstance(element, Node):
+                        self.graph.replace_node_metadata(element, merged)
+                    else:
+                        self.graph.replace_edge_metadata(element, merged)
+        self.restore()
+
+    def _find(self, kind: str, element_id: str) -> Node | Edge | None:
+        if kind == NODE:
+            return self.graph.get_node(element_id)
+        return self.graph.get_edge(element_id)
 
     # -- create ----------------------------------------------------------------------------
 
@@ -81,6 +118,7 @@ class ApiElements(BaseListener):
             raise Conflict(f"node {rec.id} already exists")
         node = self._add_node(rec)
         self.store.put(NODE, node.id, node.to_wire())
+        self._stored[NODE].add(node.id)
         return node
 
     def _add_node(self, rec: wire.NodeRecord) -> Node:
@@ -106,6 +144,7 @@ class ApiElements(BaseListener):
                 raise MessageError(f"{field}: node {end} does not exist")
         edge = self._add_edge(rec)
         self.store.put(EDGE, edge.id, edge.to_wire())
+        self._stored[EDGE].add(edge.id)
         return edge
 
     def _add_edge(self, rec: wire.EdgeRecord) -> Edge:
@@ -168,17 +207,18 @@ class ApiElements(BaseListener):
                 if element_id in (obj.get("Parent"), obj.get("Child")):
                     self.store.delete(EDGE, edge_id)
                     self._pending.pop(edge_id, None)
+                    self._stored[EDGE].discard(edge_id)
             self.store.delete(NODE, element_id)
+            self._stored[NODE].discard(element_id)
             self.graph.delete_node(element)
         else:
             self.store.delete(EDGE, element_id)
             self._pending.pop(element_id, None)
+            self._stored[EDGE].discard(element_id)
             self.graph.delete_edge(element)
 
     def _get(self, kind: str, element_id: str) -> Node | Edge:
-        element: Node | Edge | None = (
-            self.graph.get_node(element_id) if kind == NODE else self.graph.get_edge(element_id)
-        )
+        element = self._find(kind, element_id)
         if element is None:
             raise NotFound(f"{kind} {element_id} not found")
         return element

@@ -223,7 +223,7 @@ def resync_resources(rc: ResourceContext) -> None:
             if armed.get(rule_id) != rule:
                 remove(rule_id)
                 add(rule)
-    rc.elements.restore()
+    rc.elements.resync()
     if rc.captures_changed is not None:
         rc.captures_changed()
 

@@ -7,7 +7,10 @@ sent again alone, those refused for their content are reported (``on_rejected``,
 by flow, revision or resource rather than by document) and dropped, and the rest is done.
 A topology element the mapping refuses is sent again unindexed (the op's ``fallback``). An
 item refused because our alias is missing (``require_alias``) asks for the layout to be set
-up again. Only :meth:`BulkSender.abandon` (a close that timed out) stops the retries.
+up again. A request refused as too large (413: the cluster's ``http.max_content_length``, or
+a proxy's body limit before it) is sent again in halves, in order, down to single items;
+only an item too large on its own is refused. Only :meth:`BulkSender.abandon` (a close that
+timed out) stops the retries.
 """
 
 from __future__ import annotations
@@ -121,6 +124,15 @@ class BulkSender:
                     refresh=True if refresh else None,
                 )
             except self.errors as exc:
+                if isinstance(exc, self._api_error) and exc.meta.status == 413:
+                    if ops is None:
+                        ops = _docs.split_ops(body, metric_index)
+                    if len(ops) > 1:
+                        half = len(ops) // 2
+                        return all(
+                            self.deliver(None, part, metric_index=metric_index, refresh=refresh)
+                            for part in (ops[:half], ops[half:])
+                        )
                 if not self.retryable(exc):
                     count = len(ops) if ops is not None else body.count(b"\n") // 2
                     self._on_rejected(count, one_line(exc))

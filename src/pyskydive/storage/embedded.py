@@ -266,6 +266,8 @@ class EmbeddedStore:
                 last_error=s.last_error,
                 extra={
                     "path": str(self.path),
+                    # how flow batches reach DuckDB: "arrow" (the C extension) or "ndjson"
+                    "staging": "arrow" if self.compiled else "ndjson",
                     "dropped_flows": self._dropped_flows,
                     "dropped_revisions": self._dropped_revisions,
                     "rejected": self._rejected,

@@ -85,6 +85,8 @@ class Storage:
         for role, store in (("topology", self.topology), ("flows", self.flows)):
             extra = store.status().extra
             where = extra.get("path") or ", ".join(extra.get("hosts") or ())
+            if role == "flows" and extra.get("staging"):
+                where += f", batches as {extra['staging']}"
             parts.append(f"{role} in {self.names.get(role.title(), '?')} ({where})")
         return "storage: " + "; ".join(parts)
 

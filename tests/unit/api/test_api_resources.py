@@ -384,3 +384,57 @@ def test_resync_follows_rules_and_captures_changed_behind_our_back(tmp_path: Pat
     resync_resources(ours.rc)
     assert "B" not in ours.graph.nodes["x"].metadata
     assert ours.rc.rules.node_rules == {}
+
+
+def test_resync_follows_api_nodes_and_edges_patched_and_deleted_behind_our_back(
+    tmp_path: Path,
+) -> None:
+    """API nodes and edges: created, patched and deleted by the other analyzer."""
+    ours = Api(tmp_path)
+    other = ResourceStore(tmp_path)
+    ours.rc.store = other
+    ours.rc.elements.store = other
+    ours.graph.add_node("agent1", {"Name": "eth0", "Type": "veth"}, origin="agent.a")
+    for node_id in ("sw1", "sw2"):
+        other.put(
+            "node",
+            node_id,
+            {"ID": node_id, "Metadata": {"Name": node_id, "Type": "switch"}, "Host": "h"},
+        )
+    other.put(
+        "edge",
+        "e1",
+        {"ID": "e1", "Parent": "sw1", "Child": "sw2", "Metadata": {"RelationType": "layer2"}},
+    )
+    resync_resources(ours.rc)
+    assert {"sw1", "sw2"} <= set(ours.graph.nodes)
+    assert "e1" in ours.graph.edges
+
+    # patched there: the new metadata here (and keys a rule merged here stay)
+    rule = {"Action": "update", "Query": "G.V()sw2", "Metadata": {"Rack": "r1"}}
+    assert ours.client.post("/api/noderule", json=rule).status_code == 201
+    assert ours.graph.nodes["sw2"].metadata["Rack"] == "r1"
+    patched = other.get("node", "sw2")
+    assert patched is not None
+    other.put("node", "sw2", {**patched, "Metadata": {"Name": "sw2", "Type": "switch", "U": 4}})
+    resync_resources(ours.rc)
+    assert ours.graph.nodes["sw2"].metadata == {
+        "Name": "sw2",
+        "Type": "switch",
+        "U": 4,
+        "Rack": "r1",
+    }
+
+    # deleted there (the node with its edge): gone here, and the agent's node stays
+    other.delete("edge", "e1")
+    other.delete("node", "sw1")
+    resync_resources(ours.rc)
+    assert "sw1" not in ours.graph.nodes
+    assert "e1" not in ours.graph.edges
+    assert {"sw2", "agent1"} <= set(ours.graph.nodes)
+
+    # and ours, created and deleted here, are not mistaken for the other's
+    r = ours.client.post("/api/node", json={"Metadata": {"Name": "sw3", "Type": "switch"}})
+    assert r.status_code in (200, 201), r.text
+    resync_resources(ours.rc)
+    assert ours.graph.nodes[r.json()["ID"]].metadata["Name"] == "sw3"

@@ -41,6 +41,7 @@ def staging(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 def store(tmp_path: Path, staging: str) -> Iterator[EmbeddedStore]:
     s = EmbeddedStore(tmp_path / "store")
     assert s.compiled == (staging == "arrow")
+    assert s.status().extra["staging"] == staging  # /api/status: Storage.Flows.Staging
     yield s
     s.close()
 

@@ -65,22 +65,22 @@ class ApiElements(BaseListener):
 
     def restore(self) -> None:
         """Add the stored nodes and edges to the graph (at start-up)."""
-        nodes = self.store.list(NODE)
-        for node_id, obj in nodes.items():
+        self._add_stored({NODE: self.store.list(NODE), EDGE: self.store.list(EDGE)})
+
+    def _add_stored(self, stored: dict[str, dict[str, dict[str, Any]]]) -> None:
+        for node_id, obj in stored[NODE].items():
             if node_id not in self.graph.nodes:
                 self._add_node(wire.node_from_obj(obj))
-        edges = self.store.list(EDGE)
-        for edge_id, obj in edges.items():
-            self._pending[edge_id] = obj
-        self._stored = {NODE: set(nodes), EDGE: set(edges)}
+        self._pending.update(stored[EDGE])
+        self._stored = {kind: set(objs) for kind, objs in stored.items()}
         self._retry_pending(None)
 
     def resync(self) -> None:
         """The store changed behind our back (another analyzer on the same Elasticsearch):
         remove the elements deleted there, take the metadata patched there, and add the
         elements created there."""
-        for kind in (EDGE, NODE):
-            stored = self.store.list(kind)
+        lists = {EDGE: self.store.list(EDGE), NODE: self.store.list(NODE)}
+        for kind, stored in lists.items():
             for element_id in self._stored[kind] - set(stored):
                 self._pending.pop(element_id, None)
                 element = self._find(kind, element_id)
@@ -100,7 +100,7 @@ class ApiElements(BaseListener):
                         self.graph.replace_node_metadata(element, merged)
                     else:
                         self.graph.replace_edge_metadata(element, merged)
-        self.restore()
+        self._add_stored(lists)
 
     def _find(self, kind: str, element_id: str) -> Node | Edge | None:
         if kind == NODE:

@@ -7,8 +7,8 @@
  * The embedded store writes a batch of flow updates into two DuckDB tables. Handing DuckDB
  * the batch as newline-delimited JSON costs a serialization in Python (orjson, ~2.5 us a flow,
  * plus the memory it churns) and a parse in DuckDB (~2.2 us a flow). A FlowBatch is the
- * columnar form of the same batch, built in C straight from the dicts (one dict lookup and one
- * copy per field), that DuckDB reads through the Arrow C data interface
+ * columnar form of the same batch, built in C straight from the dicts (each dict walked once,
+ * one copy per field), that DuckDB reads through the Arrow C data interface
  * (https://arrow.apache.org/docs/format/CDataInterface.html) with no parsing at all.
  *
  * The columns are given by a spec at construction (embedded_flows.FLOW_SCHEMA): a tuple of
@@ -114,7 +114,7 @@ static void col_free(Col *c) {
     free(c->ints);
     free(c->offs);
     free(c->data);
-    /* c->key is released by store_free_keys, under the GIL */
+    /* c->key and c->alias are released by col_clear_keys, under the GIL */
 }
 
 static void col_clear_keys(Col *c) {
@@ -240,8 +240,7 @@ static int put(Col *c, int64_t i, PyObject *v) {
     case K_STRUCT: {
         if (!PyDict_Check(v))
             return DECLINE;
-        Py_ssize_t matched;
-        int r = put_fields(c, i, v, &matched, NULL, NULL);
+        int r = put_fields(c, i, v, NULL, NULL, NULL);
         if (r == OK)
             bit_set(c->valid, i);
         return r; /* keys of a section not in the spec are ignored, as DuckDB's JSON reader does */
@@ -284,8 +283,9 @@ static int match(Col *c, PyObject *k, int next) {
     return UNKNOWN;
 }
 
-/* Append the fields of dict as row i of c's children (those it lacks NULL); *matched: how
- * many of its keys are c's. The value of child want, if given, in *wanted (borrowed). */
+/* Append the fields of dict as row i of c's children (those it lacks NULL); *matched (if
+ * given): how many of its keys are c's. The value of child want, if given, in *wanted
+ * (borrowed). */
 static int put_fields(Col *c, int64_t i, PyObject *dict, Py_ssize_t *matched, Col *want,
                       PyObject **wanted) {
     uint64_t seen = 0;
@@ -311,7 +311,8 @@ static int put_fields(Col *c, int64_t i, PyObject *dict, Py_ssize_t *matched, Co
     for (int m = 0; m < c->nchildren; m++)
         if (!(seen >> m & 1) && c->children[m].key)
             put_null(&c->children[m], i);
-    *matched = found;
+    if (matched)
+        *matched = found;
     return OK;
 }
 
@@ -326,7 +327,7 @@ typedef struct {
     PyObject_HEAD
     Store *store;
     PyObject *extra; /* callable: flow -> str (the JSON of its keys not in the spec) */
-    Slot *slots;     /* open addressing, by the key's str hash: the row of its latest update */
+    Slot *slots;     /* open addressing, by the key's bytes: the row of its latest update */
     int64_t nslots, used;
     Col *keycol;     /* the top-level column holding the dedup key */
     Col *latest;     /* the LATEST column */
@@ -472,17 +473,23 @@ static int index_resize(FlowBatch *self, int64_t nslots) {
     return 0;
 }
 
+/* FNV-1a: keys are compared by their UTF-8 bytes, as SQL compares them; no Python code. */
+static Py_hash_t hash_bytes(const char *p, size_t len) {
+    uint64_t h = 14695981039346656037ull;
+    for (size_t j = 0; j < len; j++)
+        h = (h ^ (uint8_t)p[j]) * 1099511628211ull;
+    return (Py_hash_t)h;
+}
+
 /* Row i is the latest update of its key (the UTF-8 just appended to the key column): clear
  * the row it supersedes, if any. */
-static int index_put(FlowBatch *self, PyObject *key, int64_t i) {
-    Py_hash_t h = PyObject_Hash(key);
-    if (h == -1)
-        return FAIL;
+static int index_put(FlowBatch *self, int64_t i) {
     if ((self->used + 1) * 2 > self->nslots && index_resize(self, self->nslots * 2) < 0)
         return FAIL;
     const Col *kc = self->keycol;
     const char *text = kc->data + kc->offs[i];
     size_t len = (size_t)(kc->offs[i + 1] - kc->offs[i]);
+    Py_hash_t h = hash_bytes(text, len);
     int64_t at = (int64_t)((uint64_t)h & (uint64_t)(self->nslots - 1));
     for (;; at = (at + 1) & (self->nslots - 1)) {
         Slot *slot = &self->slots[at];
@@ -532,7 +539,7 @@ static int append_one(FlowBatch *self, PyObject *flow) {
     } else if (self->extracol) {
         put_null(self->extracol, i);
     }
-    if ((r = index_put(self, key, i)) != OK)
+    if ((r = index_put(self, i)) != OK)
         return r;
     s->n = i + 1;
     return OK;
@@ -851,8 +858,6 @@ static PyObject *FB_get_usable(FlowBatch *self, void *closure) {
     return PyBool_FromLong(self->store && !self->broken);
 }
 
-static PyObject *FB_get_memory(FlowBatch *self, void *closure);
-
 static int FB_traverse(FlowBatch *self, visitproc visit, void *arg) {
     Py_VISIT(self->extra);
     return 0;
@@ -875,26 +880,6 @@ static void FB_dealloc(FlowBatch *self) {
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static int64_t col_memory(const Col *c, int64_t cap) {
-    int64_t bytes = (cap + 7) / 8 + c->dcap;
-    if (c->kind == K_INT)
-        bytes += 8 * cap;
-    else if (c->kind == K_STR || c->kind == K_EXTRA)
-        bytes += 4 * (cap + 1);
-    for (int i = 0; i < c->nchildren; i++)
-        bytes += col_memory(&c->children[i], cap);
-    return bytes;
-}
-
-static PyObject *FB_get_memory(FlowBatch *self, void *closure) {
-    if (!self->store)
-        return PyLong_FromLong(0);
-    int64_t bytes = (int64_t)sizeof(Slot) * self->nslots;
-    for (int i = 0; i < self->store->root.nchildren; i++)
-        bytes += col_memory(&self->store->root.children[i], self->store->cap);
-    return PyLong_FromLongLong(bytes);
-}
-
 static PyMethodDef FB_methods[] = {
     {"append", (PyCFunction)FB_append, METH_O,
      "append(flows) -> True, or False when a flow is one C cannot vouch for (the batch is "
@@ -909,7 +894,6 @@ static PyMethodDef FB_methods[] = {
 static PyGetSetDef FB_getset[] = {
     {"latest", (getter)FB_get_latest, NULL, "distinct keys (rows marked latest)", NULL},
     {"usable", (getter)FB_get_usable, NULL, "False once a flow was declined", NULL},
-    {"memory", (getter)FB_get_memory, NULL, "bytes of column buffers held", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

@@ -152,6 +152,19 @@ def test_c_declines_odd_keys_and_mappings(odd: dict[Any, Any]) -> None:
     assert not ef.stage_arrow(ef.new_arrow_batch(), [odd])
 
 
+class OddHash(str):
+    def __hash__(self) -> int:  # equal strings, unequal hashes: Python's dedup would miss it
+        return id(self)
+
+
+def test_the_latest_update_is_found_by_the_uuid_text(con: duckdb.DuckDBPyConnection) -> None:
+    flows = [flow(OddHash("u1"), 1), flow(OddHash("u1"), 2)]
+    batch = arrow(flows)
+    assert batch.latest == 1
+    ef.write_flow_batch(con, flows, Path("/nonexistent"), batch)
+    assert con.execute("SELECT UUID, Last FROM flows").fetchall() == [("u1", 2)]
+
+
 def test_keys_that_are_not_ours_match_by_value(con: duckdb.DuckDBPyConnection) -> None:
     # orjson.loads makes its own key objects (as the analyzer's flows have): matched by
     # value once, then by identity
